@@ -79,6 +79,12 @@ class EncodingRangeError(CryptoError):
     code = "encoding_range"
 
 
+class EncodingParameterError(CryptoError):
+    """The parameters of an encoding are invalid (a clip bound, a bit count)."""
+
+    code = "encoding_parameter"
+
+
 class CiphertextRangeError(CryptoError):
     """A ciphertext is not in the range ``0 < c < n**2``."""
 
@@ -101,6 +107,18 @@ class SealingError(CryptoError):
     """A sealed secret could not be opened: wrong recipient key or altered bytes."""
 
     code = "sealing_error"
+
+
+class KeySizeError(CryptoError):
+    """A Paillier key size is not allowed, or is allowed only for tests."""
+
+    code = "key_size"
+
+
+class RandomnessPoolError(CryptoError):
+    """A pool of precomputed randomness was used with another key or after closing."""
+
+    code = "randomness_pool"
 
 
 # Coordinator and protocol ---------------------------------------------------------
