@@ -112,7 +112,9 @@ class CrtRandomness(RandomnessSource):
 
     def next(self) -> gmpy2.mpz:
         """Return one fresh random factor."""
-        r = mpz(_random_unit(int(self.n)))
+        return self._power(mpz(_random_unit(int(self.n))))
+
+    def _power(self, r: gmpy2.mpz) -> gmpy2.mpz:
         xp = gmpy2.powmod(r, self._exp_p, self._psquare)
         xq = gmpy2.powmod(r, self._exp_q, self._qsquare)
         u = ((xp - xq) * self._qsquare_inverse) % self._psquare
@@ -166,8 +168,8 @@ class ShortExponentRandomness(RandomnessSource):
         self.exponent_bits = self.digits * self.window
         y = mpz(_random_unit(int(self.n)))
         h = (-(y * y)) % self.n
-        base = gmpy2.powmod(h, self.n, self.nsquare)
-        self._table = self._build_table(base)
+        self._base = gmpy2.powmod(h, self.n, self.nsquare)
+        self._table = self._build_table(self._base)
 
     def _build_table(self, base: gmpy2.mpz) -> list[list[gmpy2.mpz]]:
         table = []
@@ -182,7 +184,9 @@ class ShortExponentRandomness(RandomnessSource):
 
     def next(self) -> gmpy2.mpz:
         """Return one fresh random factor."""
-        exponent = secrets.randbits(self.exponent_bits)
+        return self._power(secrets.randbits(self.exponent_bits))
+
+    def _power(self, exponent: int) -> gmpy2.mpz:
         mask = (1 << self.window) - 1
         acc = None
         for row in self._table:
