@@ -12,6 +12,7 @@ MODULES = [
     "workbench.crypto.pool",
     "workbench.crypto.vector",
     "workbench.crypto.paillier",
+    "workbench.crypto.slices",
 ]
 
 

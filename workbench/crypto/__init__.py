@@ -17,6 +17,12 @@ from workbench.crypto.keys import (
 from workbench.crypto.packing import PackedEncoding
 from workbench.crypto.pool import RandomnessPool
 from workbench.crypto.sealing import generate_sealing_keypair, seal, unseal
+from workbench.crypto.slices import (
+    DecryptedSlice,
+    combine_slices,
+    decrypt_slice,
+    slice_bounds,
+)
 from workbench.crypto.vector import (
     DecryptedSum,
     EncryptedVector,
@@ -24,13 +30,17 @@ from workbench.crypto.vector import (
     decrypt_vector,
     encrypt_vector,
 )
+from workbench.crypto.workers import shutdown_workers
 
 __all__ = [
+    "DecryptedSlice",
     "DecryptedSum",
     "EncryptedVector",
     "PackedEncoding",
     "RandomnessPool",
     "aggregate",
+    "combine_slices",
+    "decrypt_slice",
     "decrypt_vector",
     "encrypt_vector",
     "generate_keypair",
@@ -41,5 +51,7 @@ __all__ = [
     "public_key_from_json",
     "public_key_to_json",
     "seal",
+    "shutdown_workers",
+    "slice_bounds",
     "unseal",
 ]

@@ -18,6 +18,12 @@ from workbench.crypto.keys import key_fingerprint
 from workbench.crypto.packing import PackedEncoding, pack_slots, unpack_slots
 from workbench.crypto.paillier import PrivateKeyContext, encrypt_raw, make_source
 from workbench.crypto.pool import RandomnessPool
+from workbench.crypto.workers import (
+    decrypt_chunk,
+    encrypt_chunk,
+    map_chunks,
+    resolve_processes,
+)
 from workbench.errors import (
     EncodingMismatchError,
     EncodingRangeError,
@@ -35,6 +41,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# Ciphertexts from which worker processes pay for their start-up and transfers
+# (about 10, 2.5 and 0.6 ms per ciphertext with a 2048-bit key; 2.6 ms to decrypt).
+_ENCRYPT_THRESHOLD = {"textbook": 64, "crt": 256, "short_exponent": 1024}
+_DECRYPT_THRESHOLD = 256
 
 
 class EncryptedVector:
@@ -301,8 +312,8 @@ def encrypt_vector(
     pool : RandomnessPool, optional
         Take precomputed randomness from this pool.
     processes : int, optional
-        Worker processes for large vectors. Reserved: encryption runs in this
-        process for now.
+        Worker processes. By default every core is used for vectors long enough to
+        gain from it; 1 keeps the work in this process. Unused with a ``pool``.
     short_exponent : bool, default=False
         Use the short-exponent randomness of Damgård, Jurik and Nielsen (much
         faster; rests on an extra assumption, see docs/security.md). Ignored when
@@ -342,16 +353,28 @@ def encrypt_vector(
     per_ciphertext = encoding.slots_per_ciphertext(n_bits)
     plaintexts = pack_slots(slots, encoding.slot_bits, per_ciphertext)
 
+    n = gmpy2.mpz(public_key.n)
     if pool is not None:
         pool.check_key(public_key)
-        factors = pool.take(len(plaintexts))
+        ciphertexts = encrypt_raw(n, n * n, plaintexts, pool.take(len(plaintexts)))
     else:
         source = make_source(
             public_key, private_key=private_key, short_exponent=short_exponent
         )
-        factors = source.take(len(plaintexts))
-    n = gmpy2.mpz(public_key.n)
-    ciphertexts = encrypt_raw(n, n * n, plaintexts, factors)
+        workers = resolve_processes(
+            processes, len(plaintexts), _ENCRYPT_THRESHOLD[source.kind]
+        )
+        if workers > 1:
+            factors = None
+            if private_key is not None:
+                factors = (int(private_key.p), int(private_key.q))
+            ciphertexts = map_chunks(
+                encrypt_chunk, plaintexts, workers, int(n), factors, short_exponent
+            )
+        else:
+            ciphertexts = encrypt_raw(
+                n, n * n, plaintexts, source.take(len(plaintexts))
+            )
     vector = EncryptedVector(
         public_key, encoding, levels.size, 1, weight is not None, ciphertexts
     )
@@ -402,8 +425,8 @@ def decrypt_vector(
     private_key : phe.PaillierPrivateKey
     vector : EncryptedVector
     processes : int, optional
-        Worker processes for large vectors. Reserved: decryption runs in this
-        process for now.
+        Worker processes. By default every core is used for vectors long enough to
+        gain from it; 1 keeps the work in this process.
 
     Returns
     -------
@@ -423,12 +446,38 @@ def decrypt_vector(
             "vector",
             hint="decrypt with the private key of the job the vector belongs to",
         )
+    plaintexts = decrypt_ciphertexts(
+        private_key, vector._ciphertexts, processes=processes
+    )
+    return decode_plaintexts(vector, plaintexts)
+
+
+def decrypt_ciphertexts(
+    private_key: phe.PaillierPrivateKey,
+    ciphertexts: Sequence[int],
+    *,
+    processes: int | None = None,
+) -> list[int]:
+    """Decrypt raw ciphertexts with the CRT, on every core for long lists."""
+    workers = resolve_processes(processes, len(ciphertexts), _DECRYPT_THRESHOLD)
+    if workers > 1:
+        factors = (int(private_key.p), int(private_key.q))
+        n = int(private_key.public_key.n)
+        return map_chunks(
+            decrypt_chunk, [int(c) for c in ciphertexts], workers, n, factors
+        )
     context = PrivateKeyContext(private_key)
-    plaintexts = [context.decrypt(c) for c in vector._ciphertexts]
-    return _decode(vector, plaintexts)
+    return [context.decrypt(c) for c in ciphertexts]
 
 
-def _decode(vector: EncryptedVector, plaintexts: list[int]) -> DecryptedSum:
+def decode_plaintexts(vector: EncryptedVector, plaintexts: list[int]) -> DecryptedSum:
+    """Unpack and de-quantize the decrypted plaintexts of ``vector``.
+
+    Raises
+    ------
+    EncodingRangeError
+        If the slots are not a sum the encoding can produce.
+    """
     encoding = vector.encoding
     n_bits = int(vector.public_key.n).bit_length()
     per_ciphertext = encoding.slots_per_ciphertext(n_bits)
