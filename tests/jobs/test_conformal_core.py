@@ -131,9 +131,11 @@ def test_evaluate_reports_sizes_and_rates() -> None:
     X, y = _data(500)
     model = ConformalClassifier(_forest(), random_state=0).fit(X[:400], y[:400])
     result = model.evaluate(X[400:], y[400:], confidence=0.9)
-    sets = ConformalClassifier(_forest(), random_state=0).fit(
-        X[:400], y[:400]
-    ).predict_set(X[400:], 0.9)
+    sets = (
+        ConformalClassifier(_forest(), random_state=0)
+        .fit(X[:400], y[:400])
+        .predict_set(X[400:], 0.9)
+    )
     assert result["size"] == pytest.approx(sets.sum(axis=1).mean())
     assert result["error_rate"] == pytest.approx(1 - result["coverage"])
     assert result["singleton_rate"] == pytest.approx((sets.sum(axis=1) == 1).mean())

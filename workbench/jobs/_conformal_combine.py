@@ -386,7 +386,9 @@ def decrypt_combination(
 
     check_rule(rule)
     decrypted = decrypt_vector(private_key, aggregate, **options)
-    total = decrypted.weight if decrypted.weight is not None else decrypted.contributions
+    total = (
+        decrypted.weight if decrypted.weight is not None else decrypted.contributions
+    )
     numerator, denominator = _split_sum(
         np.asarray(decrypted.values, dtype=np.float64), int(total), shape
     )

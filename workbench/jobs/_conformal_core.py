@@ -433,7 +433,9 @@ class ConformalClassifier:
         for c in range(scores.shape[1]):
             reference = self.calibration_scores_[c if self.mondrian else 0]
             draws = None if tie_breaks is None else tie_breaks[:, c]
-            p_values[:, c] = conformal_p_values(reference, scores[:, c], tie_breaks=draws)
+            p_values[:, c] = conformal_p_values(
+                reference, scores[:, c], tie_breaks=draws
+            )
         return p_values
 
     def calibration_counts(self) -> NDArray[np.int64]:
@@ -676,9 +678,7 @@ class ConformalRegressor:
         residuals = np.abs(grid[None, :] - predictions[:, None])
         return conformal_p_values(self.residuals_, residuals)
 
-    def predict_int(
-        self, X: ArrayLike, confidence: float = 0.9
-    ) -> NDArray[np.float64]:
+    def predict_int(self, X: ArrayLike, confidence: float = 0.9) -> NDArray[np.float64]:
         """Prediction intervals at ``confidence``.
 
         Parameters

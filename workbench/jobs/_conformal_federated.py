@@ -213,9 +213,7 @@ class _Federated:
             for reply in ordered
         ]
         total = aggregate(vectors)
-        return decrypt_combination(
-            private_key, total, ordered[0].shape, rule=self.rule
-        )
+        return decrypt_combination(private_key, total, ordered[0].shape, rule=self.rule)
 
 
 class FederatedConformalClassifier(_Federated):
@@ -435,9 +433,7 @@ class FederatedConformalRegressor(_Federated):
         replies = self._replies(_as_2d(X), confidence, self.candidates)
         return self._combine(replies)
 
-    def predict_int(
-        self, X: ArrayLike, confidence: float = 0.9
-    ) -> NDArray[np.float64]:
+    def predict_int(self, X: ArrayLike, confidence: float = 0.9) -> NDArray[np.float64]:
         """Prediction intervals at ``confidence``.
 
         Returns

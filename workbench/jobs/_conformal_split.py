@@ -230,9 +230,7 @@ class FederatedSplitConformal:
             max_members=len(histograms),
             max_calibration_size=max(max(int(h.sum()) for h in histograms), 1),
         )
-        vectors = [
-            encrypt_histogram(self.public_key, h, encoding) for h in histograms
-        ]
+        vectors = [encrypt_histogram(self.public_key, h, encoding) for h in histograms]
         decrypted = decrypt_vector(self.private_key, aggregate(vectors))
         return self.calibrate_from_counts(histogram_from_sum(decrypted))
 
@@ -299,9 +297,7 @@ class FederatedSplitConformal:
         proba = np.asarray(self.model.predict_proba(_as_2d(X)), dtype=np.float64)
         return 1.0 - proba <= limit
 
-    def predict_int(
-        self, X: ArrayLike, confidence: float = 0.9
-    ) -> NDArray[np.float64]:
+    def predict_int(self, X: ArrayLike, confidence: float = 0.9) -> NDArray[np.float64]:
         """Prediction intervals at ``confidence``, shape (n_objects, 2)."""
         if self.task != "regression":
             raise ConformalError(
