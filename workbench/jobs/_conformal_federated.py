@@ -138,7 +138,8 @@ class _Federated:
             raise ConformalError(
                 f"rule {rule!r} discloses each member's p-values to the querier and "
                 f"cannot run encrypted",
-                hint=f"pass encrypted=False, or use one of {', '.join(ENCRYPTED_RULES)}",
+                hint="pass encrypted=False, or use one of "
+                + ", ".join(ENCRYPTED_RULES),
             )
         self.encrypted = encrypted
         self.public_key = public_key
