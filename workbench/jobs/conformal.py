@@ -42,6 +42,7 @@ from workbench.jobs._conformal_combine import (
     encrypt_reply,
     reply_encoding,
     reply_vector,
+    rule_confidence,
 )
 from workbench.jobs._conformal_core import (
     ConformalClassifier,
@@ -96,4 +97,5 @@ __all__ = [
     "minimum_calibration_size",
     "reply_encoding",
     "reply_vector",
+    "rule_confidence",
 ]

@@ -1,0 +1,416 @@
+"""Statistical benchmark of non-disclosive conformal prediction.
+
+Prints one table per setting and, with ``--json``, the same figures as JSON:
+``{setting: {"rules": {rule: {confidence: {"coverage", "size"}}}, "pooled": ...,
+"single": {member: ...}}}``; for regression ``size`` is the median interval width.
+
+Settings:
+
+* breast_cancer split over 3 members (equal sizes, and 60/25/15), random forests;
+* Tox21 SR-MMP split over 3 companies by Bemis-Murcko scaffold, RDKit Morgan
+  fingerprints (needs ../shared/data/tox21 and the ``chem`` extra);
+* UCI Concrete regression after Spjuth et al. 2019 (927 training and 103 test rows,
+  K = 2, 4, 6 equal members, SVR with an RBF kernel; needs
+  ../shared/data/uci-concrete).
+
+The combination rules run on the plaintext path, which tests/jobs show to give the
+same floats as the Paillier path.
+
+Run: ``.venv/bin/python benchmarks/conformal.py [--splits 100] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.datasets import load_breast_cancer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVR
+
+from workbench.jobs.conformal import (
+    RULES,
+    ConformalClassifier,
+    ConformalRegressor,
+    ConformalWarning,
+    FederatedSplitConformal,
+    MeanEnsemble,
+    MemberReply,
+    combine_p_values,
+    evaluate_intervals,
+    evaluate_sets,
+    intervals_from_grid,
+    minimum_calibration_size,
+    rule_confidence,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+CLASSIFICATION_LEVELS = (0.8, 0.9, 0.95)
+REGRESSION_LEVELS = (0.8, 0.85, 0.9)
+CALIBRATION_SIZE = 0.3
+
+
+# Members ---------------------------------------------------------------------------
+
+
+def _split_member(
+    rows: np.ndarray, rng: np.random.Generator, calibration_size: float
+) -> tuple[np.ndarray, np.ndarray]:
+    shuffled = rng.permutation(rows)
+    n_calibration = max(int(round(calibration_size * rows.size)), 1)
+    return shuffled[n_calibration:], shuffled[:n_calibration]
+
+
+def _classifier_members(
+    X: np.ndarray,
+    y: np.ndarray,
+    parts: list[np.ndarray],
+    model: Any,
+    seed: int,
+    classes: np.ndarray,
+) -> tuple[list[ConformalClassifier], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    members, calibration = [], []
+    for i, part in enumerate(parts):
+        train, cal = _split_member(part, rng, CALIBRATION_SIZE)
+        fitted = (
+            clone(model).set_params(random_state=seed * 10 + i).fit(X[train], y[train])
+        )
+        member = ConformalClassifier(fitted, classes=classes, random_state=seed + i)
+        members.append(member.calibrate(X[cal], y[cal]))
+        calibration.append(cal)
+    return members, calibration
+
+
+def _classification_split(
+    X: np.ndarray,
+    y: np.ndarray,
+    test: np.ndarray,
+    parts: list[np.ndarray],
+    model: Any,
+    seed: int,
+) -> dict[str, Any]:
+    """Every figure of one random split of a classification setting."""
+    classes = np.unique(y)
+    columns = np.searchsorted(classes, y[test])
+    members, calibration = _classifier_members(X, y, parts, model, seed, classes)
+    p_values = [member.predict_p(X[test]) for member in members]
+    out: dict[str, Any] = {"rules": {}, "single": {}, "pooled": {}}
+
+    pooled_rows = np.concatenate(parts)
+    pooled_members, _ = _classifier_members(
+        X, y, [pooled_rows], model, seed + 1000, classes
+    )
+    pooled_p = pooled_members[0].predict_p(X[test])
+    ensemble = FederatedSplitConformal(
+        MeanEnsemble([m.estimator_ for m in members], classes=classes),
+        bins=1000,
+        encrypted=False,
+    ).calibrate([(X[cal], y[cal]) for cal in calibration])
+
+    for level in CLASSIFICATION_LEVELS:
+        epsilon = 1.0 - level
+        key = str(level)
+        for i, (member, p) in enumerate(zip(members, p_values, strict=True)):
+            ok = member.calibration_size_ >= minimum_calibration_size(level)
+            sets = p > epsilon if ok else np.ones_like(p, dtype=bool)
+            out["single"].setdefault(f"member-{i + 1}", {})[key] = _class_figures(
+                sets, columns, classes
+            )
+        out["pooled"][key] = _class_figures(pooled_p > epsilon, columns, classes)
+        for rule in RULES:
+            needed = minimum_calibration_size(rule_confidence(rule, level))
+            replies = [
+                MemberReply(
+                    p, member.calibration_counts() >= needed, member.calibration_size_
+                )
+                for member, p in zip(members, p_values, strict=True)
+            ]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConformalWarning)
+                combined = combine_p_values(replies, rule)
+            out["rules"].setdefault(rule, {})[key] = _class_figures(
+                combined > epsilon, columns, classes
+            )
+        sets = ensemble.predict_set(X[test], level)
+        out["rules"].setdefault("ensemble", {})[key] = _class_figures(
+            sets, columns, classes
+        )
+    return out
+
+
+def _class_figures(sets: np.ndarray, columns: np.ndarray, classes: np.ndarray) -> dict:
+    result = evaluate_sets(sets, columns, classes)
+    return {"coverage": result["coverage"], "size": result["size"]}
+
+
+# Regression ------------------------------------------------------------------------
+
+
+def _regression_split(
+    X: np.ndarray,
+    y: np.ndarray,
+    test: np.ndarray,
+    parts: list[np.ndarray],
+    model: Any,
+    seed: int,
+    grid: np.ndarray,
+) -> dict[str, Any]:
+    """Every figure of one random split of the regression setting."""
+    rng = np.random.default_rng(seed)
+    members, calibration = [], []
+    for part in parts:
+        train, cal = _split_member(part, rng, CALIBRATION_SIZE)
+        fitted = clone(model).fit(X[train], y[train])
+        members.append(ConformalRegressor(fitted).calibrate(X[cal], y[cal]))
+        calibration.append(cal)
+    train, cal = _split_member(np.concatenate(parts), rng, CALIBRATION_SIZE)
+    pooled = ConformalRegressor(clone(model).fit(X[train], y[train]))
+    pooled.calibrate(X[cal], y[cal])
+    ensemble = FederatedSplitConformal(
+        MeanEnsemble([m.estimator_ for m in members]),
+        task="regression",
+        bins=4000,
+        score_max=float(grid[-1] - grid[0]),
+        encrypted=False,
+    ).calibrate([(X[c], y[c]) for c in calibration])
+    p_values = [member.predict_p(X[test], grid) for member in members]
+    truth = y[test]
+    out: dict[str, Any] = {"rules": {}, "single": {}, "pooled": {}}
+    for level in REGRESSION_LEVELS:
+        key = str(level)
+        out["pooled"][key] = _interval_figures(
+            pooled.predict_int(X[test], level), truth
+        )
+        out["single"].setdefault("member-1", {})[key] = _interval_figures(
+            members[0].predict_int(X[test], level), truth
+        )
+        for rule in RULES:
+            replies = [
+                MemberReply(p, np.ones(grid.size, dtype=bool), m.calibration_size_)
+                for m, p in zip(members, p_values, strict=True)
+            ]
+            combined = combine_p_values(replies, rule)
+            intervals = intervals_from_grid(combined, grid, level)
+            out["rules"].setdefault(rule, {})[key] = _interval_figures(intervals, truth)
+        out["rules"].setdefault("ensemble", {})[key] = _interval_figures(
+            ensemble.predict_int(X[test], level), truth
+        )
+    return out
+
+
+def _interval_figures(intervals: np.ndarray, truth: np.ndarray) -> dict:
+    result = evaluate_intervals(intervals, truth)
+    return {"coverage": result["coverage"], "size": result["median_width"]}
+
+
+# Settings --------------------------------------------------------------------------
+
+
+def _breast_cancer_job(args: tuple[int, tuple[float, ...]]) -> dict[str, Any]:
+    seed, fractions = args
+    X, y_index = load_breast_cancer(return_X_y=True)
+    y = np.array(["malignant", "benign"])[y_index]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(y.size)
+    n_test = int(round(0.2 * y.size))
+    test, rest = order[:n_test], order[n_test:]
+    cuts = np.round(np.cumsum(fractions)[:-1] * rest.size).astype(int)
+    parts = np.split(rest, cuts)
+    model = RandomForestClassifier(n_estimators=100, n_jobs=1)
+    return _classification_split(X, y, test, parts, model, seed)
+
+
+def _tox21_data() -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
+    path = DATA / "tox21" / "tox21.csv.gz"
+    if not path.exists():
+        return f"skipped Tox21: {path} is not there"
+    try:
+        from rdkit import Chem, RDLogger
+        from rdkit.Chem import rdFingerprintGenerator
+        from rdkit.Chem.Scaffolds import MurckoScaffold
+    except ImportError:
+        return (
+            "skipped Tox21: RDKit is missing; install it with "
+            "pip install 'workbench[chem]'"
+        )
+    import csv
+
+    RDLogger.DisableLog("rdApp.*")
+    generator = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=1024)
+    features, labels, scaffolds = [], [], []
+    with gzip.open(path, "rt") as handle:
+        for row in csv.DictReader(handle):
+            if row["SR-MMP"] == "":
+                continue
+            molecule = Chem.MolFromSmiles(row["smiles"])
+            if molecule is None:
+                continue
+            features.append(generator.GetFingerprintAsNumPy(molecule).astype(np.uint8))
+            labels.append("toxic" if row["SR-MMP"] == "1" else "inactive")
+            scaffolds.append(MurckoScaffold.MurckoScaffoldSmiles(mol=molecule))
+    return np.array(features), np.array(labels), np.array(scaffolds)
+
+
+def _tox21_job(args: tuple[int, Any]) -> dict[str, Any]:
+    seed, (X, y, scaffolds) = args
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(y.size)
+    n_test = int(round(0.2 * y.size))
+    test, rest = order[:n_test], order[n_test:]
+    # Whole scaffolds go to one company each, largest groups first, each to the
+    # company with the fewest compounds so far.
+    names, group = np.unique(scaffolds[rest], return_inverse=True)
+    sizes = np.bincount(group)
+    shuffled = rng.permutation(names.size)
+    by_size = shuffled[np.argsort(-sizes[shuffled], kind="stable")]
+    owner = np.empty(names.size, dtype=int)
+    totals = np.zeros(3, dtype=int)
+    for g in by_size:
+        company = int(np.argmin(totals))
+        owner[g] = company
+        totals[company] += sizes[g]
+    parts = [rest[owner[group] == c] for c in range(3)]
+    model = RandomForestClassifier(n_estimators=100, n_jobs=1, min_samples_leaf=1)
+    return _classification_split(X, y, test, parts, model, seed)
+
+
+def _concrete_data() -> tuple[np.ndarray, np.ndarray] | str:
+    path = DATA / "uci-concrete" / "Concrete_Data.csv"
+    if not path.exists():
+        return f"skipped UCI Concrete: {path} is not there"
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :8], table[:, 8]
+
+
+def _concrete_job(args: tuple[int, int, Any]) -> dict[str, Any]:
+    seed, members, (X, y) = args
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(y.size)
+    test, rest = order[:103], order[103:]
+    parts = np.array_split(rest, members)
+    model = make_pipeline(StandardScaler(), SVR(kernel="rbf", C=100.0, epsilon=0.5))
+    grid = np.arange(-40.0, 140.0, 0.1)
+    return _regression_split(X, y, test, parts, model, seed, grid)
+
+
+# Reporting -------------------------------------------------------------------------
+
+
+def _average(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean of every leaf figure over the splits."""
+    first = results[0]
+    if isinstance(first, dict):
+        return {key: _average([r[key] for r in results]) for key in first}
+    return float(np.mean(results))
+
+
+def _table(name: str, summary: dict[str, Any], size_name: str) -> str:
+    levels = list(summary["pooled"])
+    header = f"{'':24}" + "".join(
+        f"{'cov ' + lv:>11}{size_name + ' ' + lv:>13}" for lv in levels
+    )
+    lines = [name, header]
+
+    def row(label: str, figures: dict[str, Any]) -> str:
+        cells = "".join(
+            f"{figures[lv]['coverage']:>11.4f}{figures[lv]['size']:>13.4f}"
+            for lv in levels
+        )
+        return f"{label:24}{cells}"
+
+    for member, figures in summary["single"].items():
+        lines.append(row(f"single {member}", figures))
+    for rule, figures in summary["rules"].items():
+        lines.append(row(f"rule {rule}", figures))
+    lines.append(row("pooled", summary["pooled"]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; see the module docstring."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--splits", type=int, default=100, help="random splits (100)")
+    parser.add_argument(
+        "--tox21-splits", type=int, default=5, help="random splits of Tox21 (5)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead")
+    parser.add_argument("--workers", type=int, default=2, help="processes (2)")
+    parser.add_argument(
+        "--only",
+        choices=["breast_cancer", "tox21", "concrete"],
+        action="append",
+        help="run only these settings (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    chosen = set(args.only or ["breast_cancer", "tox21", "concrete"])
+    report: dict[str, Any] = {}
+    tables: list[str] = []
+    skipped: list[str] = []
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        if "breast_cancer" in chosen:
+            for label, fractions in (
+                ("equal", (1 / 3, 1 / 3, 1 / 3)),
+                ("60/25/15", (0.6, 0.25, 0.15)),
+            ):
+                jobs = [(seed, fractions) for seed in range(args.splits)]
+                summary = _average(list(pool.map(_breast_cancer_job, jobs)))
+                name = f"breast_cancer {label}, 3 members, {args.splits} splits"
+                report[f"breast_cancer {label}"] = summary
+                tables.append(_table(name, summary, "size"))
+        if "tox21" in chosen:
+            data = _tox21_data()
+            if isinstance(data, str):
+                skipped.append(data)
+            else:
+                jobs = [(seed, data) for seed in range(args.tox21_splits)]
+                summary = _average(list(pool.map(_tox21_job, jobs)))
+                name = (
+                    f"Tox21 SR-MMP, 3 companies by scaffold, {args.tox21_splits} splits"
+                )
+                report["tox21 SR-MMP"] = summary
+                tables.append(_table(name, summary, "size"))
+        if "concrete" in chosen:
+            data = _concrete_data()
+            if isinstance(data, str):
+                skipped.append(data)
+            else:
+                for members in (2, 4, 6):
+                    jobs = [(seed, members, data) for seed in range(args.splits)]
+                    summary = _average(list(pool.map(_concrete_job, jobs)))
+                    name = (
+                        f"UCI Concrete, K = {members}, {args.splits} repeats "
+                        f"(size: median width)"
+                    )
+                    report[f"concrete K={members}"] = summary
+                    tables.append(_table(name, summary, "width"))
+    elapsed = time.perf_counter() - started
+    if args.json:
+        print(
+            json.dumps(
+                {"settings": report, "skipped": skipped, "seconds": elapsed}, indent=1
+            )
+        )
+    else:
+        print("\n\n".join(tables))
+        for reason in skipped:
+            print(reason)
+        print(f"\n{elapsed:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
