@@ -8,7 +8,7 @@ random factor ``r**n``. Three sources make that factor:
   with reduced exponents when the private key is at hand (about 4 times faster);
 * :class:`ShortExponentRandomness`: the variant of Damgård, Jurik and Nielsen,
   ``(h**n)**a mod n**2`` with ``h = -y**2 mod n`` and a short random ``a``, through a
-  fixed-base table (about 20 times faster; see docs/security.md for its assumption).
+  fixed-base table (about 15 times faster; see docs/security.md for its assumption).
 
 No function here accepts a random value from its caller.
 
