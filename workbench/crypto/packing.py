@@ -366,9 +366,9 @@ def unpack_slots(
                     "discard the aggregate",
                 )
         raw = b"".join(int(value).to_bytes(row_bytes, "big") for value in chunk)
-        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8).reshape(len(chunk), -1))
-        bits = bits.reshape(len(chunk), row_bytes * 8)[:, lead:]
-        bits = bits.reshape(len(chunk) * per_ciphertext, slot_bits)
+        flat = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))
+        rows = flat.reshape(len(chunk), row_bytes * 8)[:, lead:]
+        bits = rows.reshape(len(chunk) * per_ciphertext, slot_bits)
         wide = np.zeros((bits.shape[0], 64), dtype=np.uint8)
         wide[:, 64 - slot_bits :] = bits
         values = np.packbits(wide, axis=1).view(">u8").reshape(-1)

@@ -268,7 +268,7 @@ def _check_weight(weight: object, encoding: PackedEncoding) -> int:
             hint="pass the sample count as an int",
         )
     try:
-        value = int(operator.index(weight))  # accepts numpy integers exactly
+        value = int(operator.index(weight))  # type: ignore[arg-type]
     except TypeError as exc:
         raise EncodingRangeError(
             f"weight must be an integer, got {weight!r}",
