@@ -7,3 +7,13 @@ import logging
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> object:
+    # The front door is imported on first use, so that ``import workbench`` stays
+    # light for the coordinator and the command line.
+    if name in ("connect", "Federation", "Job"):
+        from workbench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")

@@ -158,6 +158,12 @@ class ConflictError(WorkbenchError):
     http_status = 409
 
 
+class AlreadyAnsweredError(ConflictError):
+    """A member answered a round twice; its first answer stands."""
+
+    code = "already_answered"
+
+
 class PayloadTooLargeError(WorkbenchError):
     """A request body is larger than the coordinator accepts."""
 

@@ -1,0 +1,219 @@
+"""A member's local datasets: names mapped to tables that never leave the member.
+
+A dataset is a pandas DataFrame, or a CSV or Parquet file read when first needed,
+with a target column and feature columns. :meth:`LocalDataset.xy` checks the
+features a job declares against the table and names the offending column when
+one is missing or not numeric. Only the schema (column names and dtypes) and the
+row count may be published, and only when the owner opts in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.errors import DatasetError, MissingDependencyError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DatasetRegistry", "LocalDataset"]
+
+
+class LocalDataset:
+    """One registered dataset.
+
+    Parameters
+    ----------
+    name : str
+        Name jobs refer to.
+    data : pandas.DataFrame or path
+        The table, or a ``.csv`` / ``.parquet`` file.
+    target : str
+        Target column.
+    features : sequence of str or None, default=None
+        Feature columns; ``None`` means every column but the target.
+    publish : bool, default=False
+        Whether the owner allows publishing the schema and row count.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        data: pd.DataFrame | str | os.PathLike[str],
+        *,
+        target: str,
+        features: Sequence[str] | None = None,
+        publish: bool = False,
+    ) -> None:
+        self.name = name
+        self.target = target
+        self.publish = publish
+        self._path: Path | None = None
+        self._frame: pd.DataFrame | None = None
+        if isinstance(data, pd.DataFrame):
+            self._frame = data
+        else:
+            self._path = Path(data)
+            if self._path.suffix.lower() not in (".csv", ".parquet", ".pq"):
+                raise DatasetError(
+                    f"cannot read {self._path}: only .csv and .parquet files are "
+                    "supported",
+                    hint="convert the file, or register a pandas DataFrame",
+                )
+            if not self._path.exists():
+                raise DatasetError(
+                    f"the file {self._path} of dataset {name!r} does not exist",
+                    hint="check the path",
+                )
+        self._features = None if features is None else list(features)
+        self._lock = threading.Lock()
+        if self._frame is not None:
+            self._check_target()
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The table (read from its file on first use)."""
+        with self._lock:
+            if self._frame is None:
+                assert self._path is not None
+                self._frame = _read(self._path)
+                self._check_target()
+            return self._frame
+
+    @property
+    def features(self) -> list[str]:
+        """Feature columns."""
+        if self._features is not None:
+            return list(self._features)
+        return [c for c in self.frame.columns if c != self.target]
+
+    def schema(self) -> dict[str, str]:
+        """Column names and dtypes (no values)."""
+        return {str(c): str(t) for c, t in self.frame.dtypes.items()}
+
+    def xy(
+        self, features: Sequence[str] | None = None, target: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return the feature matrix and target vector, after checking columns.
+
+        Parameters
+        ----------
+        features : sequence of str or None
+            Columns a job declares; ``None`` uses the registered ones.
+        target : str or None
+            Target a job declares; ``None`` uses the registered one.
+
+        Raises
+        ------
+        DatasetError
+            If a column is missing, not numeric, or holds missing values.
+        """
+        frame = self.frame
+        target = target or self.target
+        columns = list(features) if features is not None else self.features
+        for column in [*columns, target]:
+            if column not in frame.columns:
+                raise DatasetError(
+                    f"dataset {self.name!r} has no column {column!r}",
+                    hint=f"its columns are {list(map(str, frame.columns))[:20]}",
+                )
+        for column in columns:
+            series = frame[column]
+            if not (
+                pd.api.types.is_numeric_dtype(series)
+                or pd.api.types.is_bool_dtype(series)
+            ):
+                raise DatasetError(
+                    f"the column {column!r} of dataset {self.name!r} is not numeric "
+                    f"(dtype {series.dtype})",
+                    hint="encode it as numbers, or leave it out of the features",
+                )
+            if series.isna().any():
+                raise DatasetError(
+                    f"the column {column!r} of dataset {self.name!r} has "
+                    f"{int(series.isna().sum())} missing values",
+                    hint="impute or drop them before registering the dataset",
+                )
+        if frame[target].isna().any():
+            raise DatasetError(f"the target {target!r} has missing values")
+        return frame[columns].to_numpy(dtype=float), frame[target].to_numpy()
+
+    def _check_target(self) -> None:
+        assert self._frame is not None
+        if self.target not in self._frame.columns:
+            raise DatasetError(
+                f"dataset {self.name!r} has no target column {self.target!r}",
+                hint=f"its columns are {list(map(str, self._frame.columns))[:20]}",
+            )
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if path.suffix.lower() == ".csv":
+        return pd.read_csv(path)
+    try:
+        return pd.read_parquet(path)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"reading {path} needs pyarrow, which is not installed",
+            hint="pip install 'workbench[parquet]'",
+        ) from exc
+
+
+class DatasetRegistry:
+    """A member's datasets by name."""
+
+    def __init__(self) -> None:
+        self._datasets: dict[str, LocalDataset] = {}
+        self._lock = threading.Lock()
+
+    def register(
+        self,
+        name: str,
+        data: pd.DataFrame | str | os.PathLike[str],
+        *,
+        target: str,
+        features: Sequence[str] | None = None,
+        publish: bool = False,
+    ) -> LocalDataset:
+        """Register (or replace) a dataset; see :class:`LocalDataset`."""
+        dataset = LocalDataset(
+            name, data, target=target, features=features, publish=publish
+        )
+        with self._lock:
+            self._datasets[name] = dataset
+        logger.info("dataset %s registered", name)
+        return dataset
+
+    def get(self, name: str) -> LocalDataset:
+        """Return a dataset.
+
+        Raises
+        ------
+        DatasetError
+            If no dataset has this name; the message lists the registered ones.
+        """
+        with self._lock:
+            found = self._datasets.get(name)
+            names = sorted(self._datasets)
+        if found is None:
+            raise DatasetError(
+                f"no dataset named {name!r} is registered on this member",
+                hint=f"registered: {names}; register it with register_dataset()",
+            )
+        return found
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        with self._lock:
+            return sorted(self._datasets)
+
+    def __contains__(self, name: Any) -> bool:
+        with self._lock:
+            return name in self._datasets
