@@ -80,11 +80,12 @@ def _classifier_members(
     model: Any,
     seed: int,
     classes: np.ndarray,
+    calibration_size: float,
 ) -> tuple[list[ConformalClassifier], list[np.ndarray]]:
     rng = np.random.default_rng(seed)
     members, calibration = [], []
     for i, part in enumerate(parts):
-        train, cal = _split_member(part, rng, CALIBRATION_SIZE)
+        train, cal = _split_member(part, rng, calibration_size)
         fitted = (
             clone(model).set_params(random_state=seed * 10 + i).fit(X[train], y[train])
         )
@@ -101,17 +102,20 @@ def _classification_split(
     parts: list[np.ndarray],
     model: Any,
     seed: int,
+    calibration_size: float,
 ) -> dict[str, Any]:
     """Every figure of one random split of a classification setting."""
     classes = np.unique(y)
     columns = np.searchsorted(classes, y[test])
-    members, calibration = _classifier_members(X, y, parts, model, seed, classes)
+    members, calibration = _classifier_members(
+        X, y, parts, model, seed, classes, calibration_size
+    )
     p_values = [member.predict_p(X[test]) for member in members]
     out: dict[str, Any] = {"rules": {}, "single": {}, "pooled": {}}
 
     pooled_rows = np.concatenate(parts)
     pooled_members, _ = _classifier_members(
-        X, y, [pooled_rows], model, seed + 1000, classes
+        X, y, [pooled_rows], model, seed + 1000, classes, calibration_size
     )
     pooled_p = pooled_members[0].predict_p(X[test])
     ensemble = FederatedSplitConformal(
@@ -167,16 +171,17 @@ def _regression_split(
     model: Any,
     seed: int,
     grid: np.ndarray,
+    calibration_size: float,
 ) -> dict[str, Any]:
     """Every figure of one random split of the regression setting."""
     rng = np.random.default_rng(seed)
     members, calibration = [], []
     for part in parts:
-        train, cal = _split_member(part, rng, CALIBRATION_SIZE)
+        train, cal = _split_member(part, rng, calibration_size)
         fitted = clone(model).fit(X[train], y[train])
         members.append(ConformalRegressor(fitted).calibrate(X[cal], y[cal]))
         calibration.append(cal)
-    train, cal = _split_member(np.concatenate(parts), rng, CALIBRATION_SIZE)
+    train, cal = _split_member(np.concatenate(parts), rng, calibration_size)
     pooled = ConformalRegressor(clone(model).fit(X[train], y[train]))
     pooled.calibrate(X[cal], y[cal])
     ensemble = FederatedSplitConformal(
@@ -219,8 +224,8 @@ def _interval_figures(intervals: np.ndarray, truth: np.ndarray) -> dict:
 # Settings --------------------------------------------------------------------------
 
 
-def _breast_cancer_job(args: tuple[int, tuple[float, ...]]) -> dict[str, Any]:
-    seed, fractions = args
+def _breast_cancer_job(args: tuple[int, tuple[float, ...], float]) -> dict[str, Any]:
+    seed, fractions, calibration_size = args
     X, y_index = load_breast_cancer(return_X_y=True)
     y = np.array(["malignant", "benign"])[y_index]
     rng = np.random.default_rng(seed)
@@ -230,7 +235,7 @@ def _breast_cancer_job(args: tuple[int, tuple[float, ...]]) -> dict[str, Any]:
     cuts = np.round(np.cumsum(fractions)[:-1] * rest.size).astype(int)
     parts = np.split(rest, cuts)
     model = RandomForestClassifier(n_estimators=100, n_jobs=1)
-    return _classification_split(X, y, test, parts, model, seed)
+    return _classification_split(X, y, test, parts, model, seed, calibration_size)
 
 
 def _tox21_data() -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
@@ -264,8 +269,8 @@ def _tox21_data() -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
     return np.array(features), np.array(labels), np.array(scaffolds)
 
 
-def _tox21_job(args: tuple[int, Any]) -> dict[str, Any]:
-    seed, (X, y, scaffolds) = args
+def _tox21_job(args: tuple[int, Any, float]) -> dict[str, Any]:
+    seed, (X, y, scaffolds), calibration_size = args
     rng = np.random.default_rng(seed)
     order = rng.permutation(y.size)
     n_test = int(round(0.2 * y.size))
@@ -284,7 +289,7 @@ def _tox21_job(args: tuple[int, Any]) -> dict[str, Any]:
         totals[company] += sizes[g]
     parts = [rest[owner[group] == c] for c in range(3)]
     model = RandomForestClassifier(n_estimators=100, n_jobs=1, min_samples_leaf=1)
-    return _classification_split(X, y, test, parts, model, seed)
+    return _classification_split(X, y, test, parts, model, seed, calibration_size)
 
 
 def _concrete_data() -> tuple[np.ndarray, np.ndarray] | str:
@@ -295,15 +300,15 @@ def _concrete_data() -> tuple[np.ndarray, np.ndarray] | str:
     return table[:, :8], table[:, 8]
 
 
-def _concrete_job(args: tuple[int, int, Any]) -> dict[str, Any]:
-    seed, members, (X, y) = args
+def _concrete_job(args: tuple[int, int, Any, float]) -> dict[str, Any]:
+    seed, members, (X, y), calibration_size = args
     rng = np.random.default_rng(seed)
     order = rng.permutation(y.size)
     test, rest = order[:103], order[103:]
     parts = np.array_split(rest, members)
     model = make_pipeline(StandardScaler(), SVR(kernel="rbf", C=100.0, epsilon=0.5))
     grid = np.arange(-40.0, 140.0, 0.1)
-    return _regression_split(X, y, test, parts, model, seed, grid)
+    return _regression_split(X, y, test, parts, model, seed, grid, calibration_size)
 
 
 # Reporting -------------------------------------------------------------------------
@@ -346,6 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tox21-splits", type=int, default=5, help="random splits of Tox21 (5)"
     )
+    parser.add_argument(
+        "--calibration-size",
+        type=float,
+        default=CALIBRATION_SIZE,
+        help="fraction of each member's rows (and of the pooled rows) held out "
+        "for calibration (0.3)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead")
     parser.add_argument("--workers", type=int, default=2, help="processes (2)")
     parser.add_argument(
@@ -366,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
                 ("equal", (1 / 3, 1 / 3, 1 / 3)),
                 ("60/25/15", (0.6, 0.25, 0.15)),
             ):
-                jobs = [(seed, fractions) for seed in range(args.splits)]
+                jobs = [
+                    (seed, fractions, args.calibration_size)
+                    for seed in range(args.splits)
+                ]
                 summary = _average(list(pool.map(_breast_cancer_job, jobs)))
                 name = f"breast_cancer {label}, 3 members, {args.splits} splits"
                 report[f"breast_cancer {label}"] = summary
@@ -376,7 +391,10 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(data, str):
                 skipped.append(data)
             else:
-                jobs = [(seed, data) for seed in range(args.tox21_splits)]
+                jobs = [
+                    (seed, data, args.calibration_size)
+                    for seed in range(args.tox21_splits)
+                ]
                 summary = _average(list(pool.map(_tox21_job, jobs)))
                 name = (
                     f"Tox21 SR-MMP, 3 companies by scaffold, {args.tox21_splits} splits"
@@ -389,7 +407,10 @@ def main(argv: list[str] | None = None) -> int:
                 skipped.append(data)
             else:
                 for members in (2, 4, 6):
-                    jobs = [(seed, members, data) for seed in range(args.splits)]
+                    jobs = [
+                        (seed, members, data, args.calibration_size)
+                        for seed in range(args.splits)
+                    ]
                     summary = _average(list(pool.map(_concrete_job, jobs)))
                     name = (
                         f"UCI Concrete, K = {members}, {args.splits} repeats "
