@@ -79,3 +79,68 @@ def running(tmp_path: Path) -> Iterator[Running]:
     yield info
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@dataclass
+class JobSetup:
+    """A federation of members ``a``, ``b`` and ``c`` and a running job."""
+
+    running: Running
+    tokens: dict[str, object]
+    job_id: str
+    public_key: object
+    private_key: object
+
+    def client(self, member: str) -> CoordinatorClient:
+        credential = self.tokens[member][0]  # type: ignore[index]
+        return self.running.client(str(credential))
+
+
+@pytest.fixture(scope="session")
+def small_keys():  # type: ignore[no-untyped-def]
+    """Two 512-bit Paillier key pairs (tests only)."""
+    from workbench.crypto import generate_keypair
+
+    return [generate_keypair(512, allow_insecure=True) for _ in range(2)]
+
+
+def submit(
+    running: Running,
+    keys: tuple[object, object],
+    *,
+    members: tuple[str, ...] = ("a", "b", "c"),
+    rounds: int = 2,
+    min_members: int | None = None,
+    deadline: float = 30.0,
+    federation: str = "f1",
+) -> JobSetup:
+    """Create a federation of ``members`` and submit a job from ``a``."""
+    from workbench.crypto import private_key_to_bytes, public_key_to_json, seal
+
+    public_key, private_key = keys
+    tokens = running.federation(federation, list(members))
+    secret = private_key_to_bytes(private_key)  # type: ignore[arg-type]
+    sealed = {m: seal(secret, tokens[m][2]) for m in members}  # type: ignore[index]
+    spec = {
+        "kind": "stats",
+        "dataset": "d",
+        "rounds": rounds,
+        "members": list(members),
+        "min_members": min_members or len(members),
+        "round_deadline": deadline,
+        "encryption": {"key_bits": 512, "allow_insecure_keys": True},
+    }
+    credential = str(tokens[members[0]][0])  # type: ignore[index]
+    with running.client(credential) as client:
+        status = client.submit_job(spec, public_key_to_json(public_key), sealed)
+    return JobSetup(running, tokens, status["id"], public_key, private_key)
+
+
+def update(setup: JobSetup, values: list[float], weight: int = 1) -> bytes:
+    """An update bundle holding one weighted vector ``p``."""
+    from workbench.crypto import PackedEncoding, encrypt_vector
+    from workbench.wire import encode_bundle
+
+    encoding = PackedEncoding(clip=8.0, bits=16, max_contributions=5, max_weight=100)
+    vector = encrypt_vector(setup.public_key, values, encoding, weight=weight)  # type: ignore[arg-type]
+    return encode_bundle({"p": vector.to_bytes()})

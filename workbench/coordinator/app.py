@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import workbench
+from importlib.metadata import version as _version
 from workbench.coordinator.service import Coordinator, MemberIdentity
 from workbench.coordinator.storage import Storage
 from workbench.errors import PayloadTooLargeError, ProtocolError, WorkbenchError
@@ -119,17 +119,36 @@ class BodyLimit:
                 if declared < 0 or declared > self.limit:
                     await _send_error(send, self._error(declared))
                     return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        # Bodies are read whole here (they are small), so that an oversized one is
+        # refused before any route parses it, chunked or not.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise self._error(seen)
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.limit:
+                await _send_error(send, self._error(size))
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replay: Message | None = {
+            "type": "http.request",
+            "body": b"".join(chunks),
+            "more_body": False,
+        }
 
-        await self.app(scope, limited, send)
+        async def replayed() -> Message:
+            nonlocal replay
+            if replay is not None:
+                message, replay = replay, None
+                return message
+            return await receive()
+
+        await self.app(scope, replayed, send)
 
     def _error(self, size: int) -> PayloadTooLargeError:
         return PayloadTooLargeError(
@@ -210,7 +229,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
 
     app = FastAPI(
         title="Workbench coordinator",
-        version=workbench.__version__,
+        version=_version("workbench"),
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -228,7 +247,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
 
     @app.get("/v1/health")
     async def health() -> dict[str, str]:
-        return {"status": "ok", "version": workbench.__version__}
+        return {"status": "ok", "version": _version("workbench")}
 
     @app.post("/v1/federations/{federation}/invitations")
     async def invite(

@@ -864,6 +864,23 @@ class Coordinator:
                     )
                 recipient_id = names[recipient]
                 self._part(db, job, MemberIdentity(recipient_id, recipient, 0, ""))
+            # NULL recipients do not collide in a unique index: check by hand.
+            taken = db.scalar(
+                select(Blob.id).where(
+                    Blob.job_id == job.id,
+                    Blob.round == number,
+                    Blob.name == name,
+                    Blob.sender_id == who.member_id,
+                    Blob.recipient_id.is_(None)
+                    if recipient_id is None
+                    else Blob.recipient_id == recipient_id,
+                )
+            )
+            if taken is not None:
+                raise ConflictError(
+                    f"{who.name} sent a blob {name!r} in round {number} already",
+                    hint="blobs cannot be replaced; use another name",
+                )
             sha = self.storage.blobs.put(data)
             db.add(
                 Blob(
