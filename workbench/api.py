@@ -345,6 +345,100 @@ class Federation:
         )
         return self.submit(spec)
 
+    def conformal(
+        self,
+        *,
+        dataset: str,
+        task: str = "classification",
+        rule: str = "mean",
+        classes: Sequence[Any] | None = None,
+        candidates: Sequence[float] | None = None,
+        mondrian: bool = False,
+        model: str | None = None,
+        model_params: Mapping[str, Any] | None = None,
+        members: Sequence[str] | None = None,
+        min_members: int = 1,
+        round_deadline: float = 120.0,
+        seed: int = 0,
+        key_bits: int = 2048,
+        allow_insecure_keys: bool = False,
+        **options: Any,
+    ) -> Any:
+        """Non-disclosive conformal prediction by the members: a querier handle.
+
+        Each call of the handle's ``predict_p``, ``predict_set``, ``predict_int``
+        or ``evaluate`` is one conformal job: the query objects go in plaintext
+        through the coordinator to every participant (the spec says so), each
+        member trains and calibrates on its registered ``dataset`` and answers
+        with p-values, encrypted under the mean rules and sealed to this member
+        under ``median``. See docs/conformal.md.
+
+        Parameters
+        ----------
+        dataset : str
+            Dataset name, registered at every participant.
+        task : {"classification", "regression"}, default="classification"
+        rule : {"mean", "weighted_mean", "median", "twice_mean"}, default="mean"
+        classes : sequence, optional
+            Every label of the target; taken from the local dataset if this
+            member registered it (classification).
+        candidates : sequence of float, optional
+            Increasing grid of target values (regression, required).
+        mondrian : bool, default=False
+            Calibrate each class on its own examples.
+        model : str, optional
+            A random forest by default; see
+            :data:`workbench.jobs._conformal_job.CONFORMAL_MODELS`.
+        model_params : mapping, optional
+        members : sequence of str, optional
+            Participants; default as in :meth:`train`.
+        min_members : int, default=1
+            Fewest replies with which a query succeeds.
+        round_deadline : float, default=120.0
+        seed : int, default=0
+        key_bits : int, default=2048
+        allow_insecure_keys : bool, default=False
+            Allow ``key_bits`` below 2048 (tests only).
+        **options
+            ``smoothing``, ``calibration_size``, ``bits``, ``features``,
+            ``target``, ``timeout``.
+
+        Returns
+        -------
+        workbench.jobs.conformal.ConformalQuerier
+        """
+        from workbench.jobs.conformal import ConformalQuerier
+
+        if task == "classification" and classes is None:
+            if dataset not in self.datasets:
+                raise JobSpecError(
+                    "classes= is needed when this member holds no dataset "
+                    f"{dataset!r} to read them from",
+                    hint="pass classes=[...] listing every label of the target",
+                )
+            local = self.datasets.get(dataset)
+            _, y = local.xy(options.get("features"), options.get("target"))
+            classes = sorted(pd.unique(y).tolist())
+        if task == "classification":
+            options["mondrian"] = mondrian
+        return ConformalQuerier(
+            self,
+            dataset=dataset,
+            task=task,
+            rule=rule,
+            classes=classes,
+            candidates=candidates,
+            model=model,
+            model_params=model_params,
+            members=self._participants(dataset, members),
+            min_members=min_members,
+            round_deadline=round_deadline,
+            seed=seed,
+            key_bits=key_bits,
+            allow_insecure_keys=allow_insecure_keys,
+            **options,
+        )
+
     def submit(self, spec: JobSpec | Mapping[str, Any]) -> Job:
         """Submit any job spec: make its key pair, seal it to members, send it.
 

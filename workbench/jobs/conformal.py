@@ -61,6 +61,13 @@ from workbench.jobs._conformal_federated import (
     intervals_from_grid,
     member_reply,
 )
+from workbench.jobs._conformal_job import (
+    ConformalRunner,
+    conformal_spec,
+    member_predictor,
+    member_random_state,
+)
+from workbench.jobs._conformal_query import ConformalQuerier
 from workbench.jobs._conformal_split import (
     FederatedSplitConformal,
     MeanEnsemble,
@@ -74,7 +81,9 @@ __all__ = [
     "ENCRYPTED_RULES",
     "RULES",
     "ConformalClassifier",
+    "ConformalQuerier",
     "ConformalRegressor",
+    "ConformalRunner",
     "ConformalWarning",
     "FederatedConformalClassifier",
     "FederatedConformalRegressor",
@@ -85,6 +94,7 @@ __all__ = [
     "check_confidence",
     "combine_p_values",
     "conformal_p_values",
+    "conformal_spec",
     "decrypt_combination",
     "encrypt_histogram",
     "encrypt_reply",
@@ -93,6 +103,8 @@ __all__ = [
     "histogram_encoding",
     "histogram_from_sum",
     "intervals_from_grid",
+    "member_predictor",
+    "member_random_state",
     "member_reply",
     "minimum_calibration_size",
     "reply_encoding",
