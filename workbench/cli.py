@@ -12,6 +12,7 @@
     workbench member --coordinator URL --credential FILE
                      --dataset NAME=PATH:TARGET [--dataset ...]
     workbench demo [--json] [--rounds 10] [--key-bits 2048] [--seed 0]
+    workbench demo conformal [--json] [--key-bits 2048] [--seed 0]
 
 ``invite`` over HTTP reads the admin token from ``WORKBENCH_ADMIN_TOKEN`` (or
 ``--admin-token``), so that it stays out of shell history.
@@ -121,6 +122,13 @@ def _parser() -> argparse.ArgumentParser:
     member.set_defaults(run=_member)
 
     demo = commands.add_parser("demo", help="four hospitals, encrypted FedAvg")
+    demo.add_argument(
+        "which",
+        nargs="?",
+        choices=("fedavg", "conformal"),
+        default="fedavg",
+        help="fedavg (default): encrypted FedAvg; conformal: three labs' p-values",
+    )
     demo.add_argument("--json", action="store_true", help="print one JSON object")
     demo.add_argument("--rounds", type=int, default=10)
     demo.add_argument("--key-bits", type=int, default=2048)
@@ -277,6 +285,8 @@ def _member(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from workbench.sim import format_demo, run_demo
 
+    if args.which == "conformal":
+        return _conformal_demo(args)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     result = run_demo(
         rounds=args.rounds,
@@ -288,6 +298,22 @@ def _demo(args: argparse.Namespace) -> int:
         print(json.dumps(_finite(result), indent=2))
     else:
         print(format_demo(result))
+    return 0
+
+
+def _conformal_demo(args: argparse.Namespace) -> int:
+    from workbench.conformal_demo import format_conformal_demo, run_conformal_demo
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    result = run_conformal_demo(
+        key_bits=args.key_bits,
+        seed=args.seed,
+        allow_insecure_keys=args.key_bits < 2048,
+    )
+    if args.json:
+        print(json.dumps(_finite(result), indent=2))
+    else:
+        print(format_conformal_demo(result))
     return 0
 
 
