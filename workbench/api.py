@@ -41,6 +41,7 @@ from workbench.crypto import (
     unseal,
 )
 from workbench.errors import (
+    CoordinatorUnavailableError,
     JobFailedError,
     JobSpecError,
     PermissionDeniedError,
@@ -604,9 +605,14 @@ class Job:
                     f"job {self.id} still runs after {timeout} s (round "
                     f"{status['current_round']} of {status['total_rounds']})"
                 )
-            status = self.federation.client.job(
-                self.id, after=status["last_event"], wait=10.0
-            )
+            try:
+                status = self.federation.client.job(
+                    self.id, after=status["last_event"], wait=10.0
+                )
+            except CoordinatorUnavailableError:
+                # A restarted coordinator resumes the job: keep following it.
+                logger.warning("job %s: coordinator unreachable, retrying", self.id)
+                time.sleep(0.5)
         if progress:
             out.write("\n")
             out.flush()

@@ -53,7 +53,9 @@ def test_pickled_npy_blob_is_refused_unloaded(
     sentinel = tmp_path / "sentinel"
     with setup.client("a") as client:
         with pytest.raises(WireFormatError, match="carries a pickle"):
-            client.put_blob(setup.job_id, 1, "queries", pickled_npy(sentinel), format="npy")
+            client.put_blob(
+                setup.job_id, 1, "queries", pickled_npy(sentinel), format="npy"
+            )
         assert client.list_blobs(setup.job_id, 1) == []
     assert not sentinel.exists()
 

@@ -41,7 +41,9 @@ def test_round_closes_when_everyone_answered(running: Running, small_keys) -> No
         with setup.client(member) as client:
             task = client.next_task(wait=1)
             assert task is not None and task["round"] == 1
-            client.upload_update(setup.job_id, 1, update(setup, values[member], weights[member]))
+            client.upload_update(
+                setup.job_id, 1, update(setup, values[member], weights[member])
+            )
     with setup.client("b") as client:
         data = client.aggregate(setup.job_id, 1, wait=5)
         status = client.job(setup.job_id)
