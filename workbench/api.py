@@ -358,7 +358,7 @@ class Federation:
         model: str | None = None,
         model_params: Mapping[str, Any] | None = None,
         members: Sequence[str] | None = None,
-        min_members: int = 1,
+        min_members: int | None = None,
         round_deadline: float = 120.0,
         seed: int = 0,
         key_bits: int = 2048,
@@ -393,8 +393,10 @@ class Federation:
         model_params : mapping, optional
         members : sequence of str, optional
             Participants; default as in :meth:`train`.
-        min_members : int, default=1
-            Fewest replies with which a query succeeds.
+        min_members : int, optional
+            Fewest replies with which a query succeeds; default 2 (1 with a
+            single participant), so that a mean is never one member's p-values
+            unless the federation has only one member.
         round_deadline : float, default=120.0
         seed : int, default=0
         key_bits : int, default=2048
@@ -422,6 +424,9 @@ class Federation:
             classes = sorted(pd.unique(y).tolist())
         if task == "classification":
             options["mondrian"] = mondrian
+        participants = self._participants(dataset, members)
+        if min_members is None:
+            min_members = min(2, len(participants))
         return ConformalQuerier(
             self,
             dataset=dataset,
@@ -431,7 +436,7 @@ class Federation:
             candidates=candidates,
             model=model,
             model_params=model_params,
-            members=self._participants(dataset, members),
+            members=participants,
             min_members=min_members,
             round_deadline=round_deadline,
             seed=seed,
