@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import ssl
 import threading
 from typing import Any
 
@@ -69,8 +70,11 @@ class CoordinatorClient:
         headers = {"User-Agent": "workbench"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        tls: bool | ssl.SSLContext = verify
+        if isinstance(verify, str):
+            tls = ssl.create_default_context(cafile=verify)
         self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout, verify=verify
+            base_url=self.url, headers=headers, timeout=timeout, verify=tls
         )
 
     def close(self) -> None:
