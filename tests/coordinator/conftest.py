@@ -60,7 +60,12 @@ def start_coordinator(
         )
     )
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
