@@ -26,7 +26,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from workbench.errors import CalibrationSizeError, ConformalError
-from workbench.jobs._conformal_core import ConformalWarning
+from workbench.jobs._conformal_core import (
+    ConformalWarning,
+    conformal_counts,
+    p_values_from_counts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -396,3 +400,265 @@ def decrypt_combination(
         "decrypted the combination of %d replies (%s)", decrypted.contributions, rule
     )
     return _finish(numerator, denominator, rule)
+
+
+# Pooled counts ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CountReply:
+    """Counts of one member's calibration scores against a query's test scores.
+
+    Parameters
+    ----------
+    greater : ndarray of int, shape (n_objects, n_columns)
+        Calibration scores strictly greater than each test score.
+    equal : ndarray of int, shape (n_objects, n_columns)
+        Calibration scores equal to each test score.
+    sizes : ndarray of int, shape (n_columns,)
+        Calibration scores behind each column (0 where the member abstains).
+
+    Notes
+    -----
+    Replies of several members add up entry by entry (:func:`add_counts`), and
+    the sum gives the p-values of one inductive conformal predictor over the
+    union of the members' calibration sets (:func:`count_p_values`). When that
+    is exact, and when it is not, is said in docs/conformal.md: the scores must
+    come from one score function shared by every member.
+    """
+
+    greater: NDArray[np.int64]
+    equal: NDArray[np.int64]
+    sizes: NDArray[np.int64]
+
+    def __post_init__(self) -> None:
+        greater = np.asarray(self.greater, dtype=np.int64)
+        equal = np.asarray(self.equal, dtype=np.int64)
+        sizes = np.asarray(self.sizes, dtype=np.int64).reshape(-1)
+        if (
+            greater.ndim != 2
+            or equal.shape != greater.shape
+            or sizes.shape != (greater.shape[1],)
+        ):
+            raise ConformalError(
+                f"a count reply needs two count matrices of one shape (objects, "
+                f"columns) and one size per column; received {greater.shape}, "
+                f"{equal.shape} and {sizes.shape}",
+                hint="build count replies with count_reply() or predict_counts()",
+            )
+        if min(greater.min(initial=0), equal.min(initial=0), sizes.min(initial=0)) < 0:
+            raise ConformalError(
+                "counts and sizes must be non-negative",
+                hint="build count replies with count_reply() or predict_counts()",
+            )
+        if np.any(greater + equal > sizes[None, :]):
+            raise ConformalError(
+                "a count reply counts more calibration scores than its size",
+                hint="pass the calibration size that belongs to the counts",
+            )
+        object.__setattr__(self, "greater", greater)
+        object.__setattr__(self, "equal", equal)
+        object.__setattr__(self, "sizes", sizes)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Shape of the count matrices."""
+        return (int(self.greater.shape[0]), int(self.greater.shape[1]))
+
+
+def count_reply(
+    calibration_scores: NDArray[np.float64], test_scores: NDArray[np.float64]
+) -> CountReply:
+    """One member's counts of its calibration scores against test scores.
+
+    Parameters
+    ----------
+    calibration_scores : ndarray of shape (n_calibration,)
+        The member's calibration scores under the shared score function.
+    test_scores : ndarray of shape (n_objects, n_columns)
+        Scores of the query's candidates (classes or target values) under the
+        same function.
+
+    Returns
+    -------
+    CountReply
+    """
+    test = np.asarray(test_scores, dtype=np.float64)
+    if test.ndim != 2:
+        raise ConformalError(
+            f"test scores must be a 2-D array of objects by columns; received "
+            f"shape {test.shape}",
+            hint="pass one score per object and candidate",
+        )
+    greater, equal = conformal_counts(calibration_scores, test)
+    size = int(np.asarray(calibration_scores).size)
+    return CountReply(greater, equal, np.full(test.shape[1], size, dtype=np.int64))
+
+
+def add_counts(replies: Sequence[CountReply]) -> CountReply:
+    """Sum members' count replies in plaintext, as the coordinator does encrypted.
+
+    Raises
+    ------
+    ConformalError
+        If there is no reply or the replies disagree in shape.
+    """
+    if not replies:
+        raise ConformalError(
+            "no member replied to the query, so there is nothing to add",
+            hint="check the failures reported for the members",
+        )
+    shapes = {reply.shape for reply in replies}
+    if len(shapes) != 1:
+        raise ConformalError(
+            f"members replied with counts of different shapes {sorted(shapes)}",
+            hint="every member must answer the same objects and columns",
+        )
+    return CountReply(
+        sum(reply.greater for reply in replies),
+        sum(reply.equal for reply in replies),
+        sum(reply.sizes for reply in replies),
+    )
+
+
+def count_p_values(
+    counts: CountReply, *, tie_breaks: NDArray[np.float64] | None = None
+) -> NDArray[np.float64]:
+    """P-values of the pooled inductive conformal predictor behind summed counts.
+
+    Parameters
+    ----------
+    counts : CountReply
+        Usually the sum of every member's reply.
+    tie_breaks : ndarray of shape ``counts.shape``, optional
+        Uniform draws in [0, 1) for smoothed p-values, drawn by the querier.
+
+    Returns
+    -------
+    ndarray of shape ``counts.shape``
+        1 in columns with no calibration score, with a :class:`ConformalWarning`.
+
+    Raises
+    ------
+    CalibrationSizeError
+        If no column has a calibration score.
+    """
+    if not (counts.sizes > 0).any():
+        raise CalibrationSizeError(
+            "no member has a calibration score for any column of the query",
+            hint="calibrate the members before querying",
+        )
+    if not (counts.sizes > 0).all():
+        warnings.warn(
+            f"{int((counts.sizes == 0).sum())} of {counts.sizes.size} columns have no "
+            f"calibration score; their p-values are 1",
+            ConformalWarning,
+            stacklevel=2,
+        )
+    p_values = p_values_from_counts(
+        counts.greater, counts.equal, counts.sizes[None, :], tie_breaks=tie_breaks
+    )
+    return np.where(counts.sizes[None, :] > 0, p_values, 1.0)
+
+
+def count_encoding(*, max_members: int, max_calibration_size: int) -> Any:
+    """The packed encoding of count replies: exact integers after decryption.
+
+    Parameters
+    ----------
+    max_members : int
+        Largest number of replies to add.
+    max_calibration_size : int
+        Largest calibration set of one member.
+
+    Returns
+    -------
+    workbench.crypto.PackedEncoding
+
+    Notes
+    -----
+    The same encoding as the encrypted histograms: a member with ``n``
+    calibration scores sends ``2 * count / n - 1`` per count with weight ``n``,
+    and rounding the decoded sum recovers the summed integers exactly.
+    """
+    from workbench.jobs._conformal_split import histogram_encoding
+
+    return histogram_encoding(
+        max_members=max_members, max_calibration_size=max_calibration_size
+    )
+
+
+def encrypt_counts(
+    public_key: Any, reply: CountReply, *, encoding: Any, **options: Any
+) -> Any:
+    """Encrypt one member's count reply; its size travels encrypted as the weight.
+
+    Parameters
+    ----------
+    public_key : phe.PaillierPublicKey
+    reply : CountReply
+    encoding : workbench.crypto.PackedEncoding
+        From :func:`count_encoding`.
+    **options
+        Passed on to :func:`workbench.crypto.encrypt_vector`.
+
+    Returns
+    -------
+    workbench.crypto.EncryptedVector
+    """
+    from workbench.crypto import encrypt_vector
+
+    n = int(reply.sizes.max(initial=0))
+    if n < 1:
+        raise ConformalError(
+            "a member's count reply has no calibration score behind it",
+            hint="leave members without calibration data out of the query",
+        )
+    values = np.concatenate(
+        [reply.greater.ravel(), reply.equal.ravel(), reply.sizes]
+    ).astype(np.float64)
+    return encrypt_vector(
+        public_key, 2.0 * values / n - 1.0, encoding, weight=n, **options
+    )
+
+
+def decrypt_counts(
+    private_key: Any, aggregate: Any, shape: tuple[int, int], **options: Any
+) -> CountReply:
+    """Decrypt the sum of encrypted count replies into integer counts.
+
+    Parameters
+    ----------
+    private_key : phe.PaillierPrivateKey
+    aggregate : workbench.crypto.EncryptedVector
+        The sum of the members' encrypted count replies.
+    shape : tuple of int
+        ``(n_objects, n_columns)`` of the query.
+    **options
+        Passed on to :func:`workbench.crypto.decrypt_vector`.
+
+    Returns
+    -------
+    CountReply
+        The summed counts; :func:`count_p_values` turns them into p-values.
+    """
+    from workbench.crypto import decrypt_vector
+
+    decrypted = decrypt_vector(private_key, aggregate, **options)
+    n_objects, n_columns = shape
+    cells = n_objects * n_columns
+    values = np.asarray(decrypted.values, dtype=np.float64)
+    if values.shape != (2 * cells + n_columns,):
+        raise ConformalError(
+            f"the aggregate holds {values.size} values; a query of shape {shape} "
+            f"needs {2 * cells + n_columns}",
+            hint="decrypt with the shape of the query that was sent",
+        )
+    total = int(decrypted.weight)
+    counts = np.rint((values + total) / 2.0).astype(np.int64)
+    logger.info("decrypted the pooled counts of %d replies", decrypted.contributions)
+    return CountReply(
+        counts[:cells].reshape(shape),
+        counts[cells : 2 * cells].reshape(shape),
+        counts[2 * cells :],
+    )

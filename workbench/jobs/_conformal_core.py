@@ -137,6 +137,85 @@ def conformal_p_values(
     return (greater + tie_breaks * (equal + 1)) / (n + 1)
 
 
+def conformal_counts(
+    calibration_scores: NDArray[np.float64],
+    test_scores: NDArray[np.float64],
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Counts of calibration scores above and equal to each test score.
+
+    Parameters
+    ----------
+    calibration_scores : ndarray of shape (n_calibration,)
+    test_scores : ndarray of any shape
+
+    Returns
+    -------
+    greater, equal : ndarray of int64, each of the shape of ``test_scores``
+        How many calibration scores are strictly greater than, and equal to, each
+        test score.
+
+    Notes
+    -----
+    These counts are all a p-value needs besides the calibration size: see
+    :func:`p_values_from_counts`. Counts of several members add up, which is
+    what lets them be summed under Paillier.
+    """
+    ordered = np.sort(np.asarray(calibration_scores, dtype=np.float64))
+    test = np.asarray(test_scores, dtype=np.float64)
+    below_or_equal = np.searchsorted(ordered, test, side="right")
+    below = np.searchsorted(ordered, test, side="left")
+    greater = (ordered.size - below_or_equal).astype(np.int64)
+    equal = (below_or_equal - below).astype(np.int64)
+    return greater, equal
+
+
+def p_values_from_counts(
+    greater: ArrayLike,
+    equal: ArrayLike,
+    size: ArrayLike,
+    *,
+    tie_breaks: NDArray[np.float64] | None = None,
+) -> NDArray[np.float64]:
+    """P-values from counts of calibration scores above and equal to test scores.
+
+    Parameters
+    ----------
+    greater, equal : array-like of int
+        Counts from :func:`conformal_counts`, or their sums over members.
+    size : int or array-like of int
+        Calibration scores behind the counts, broadcast against them.
+    tie_breaks : ndarray of the shape of ``greater``, optional
+        Uniform draws in [0, 1) for smoothed p-values; without them ties count
+        fully.
+
+    Returns
+    -------
+    ndarray of float64
+        ``(greater + tau * (equal + 1)) / (size + 1)``, or with ``tau = 1``.
+
+    Raises
+    ------
+    ConformalError
+        If a count is negative or the counts exceed the size.
+    """
+    above = np.asarray(greater, dtype=np.int64)
+    ties = np.asarray(equal, dtype=np.int64)
+    total = np.asarray(size, dtype=np.int64)
+    if above.min(initial=0) < 0 or ties.min(initial=0) < 0:
+        raise ConformalError(
+            "counts of calibration scores must be non-negative",
+            hint="build the counts with conformal_counts()",
+        )
+    if np.any(above + ties > total):
+        raise ConformalError(
+            "more calibration scores are counted above or at a test score than "
+            "there are calibration scores",
+            hint="pass the calibration size that belongs to the counts",
+        )
+    weight = 1.0 if tie_breaks is None else np.asarray(tie_breaks, dtype=np.float64)
+    return (above + weight * (ties + 1)) / (total + 1)
+
+
 def _as_2d(X: ArrayLike, *, name: str = "X") -> NDArray[Any]:
     array = np.asarray(X)
     if array.ndim != 2:
@@ -452,6 +531,36 @@ class ConformalClassifier:
             return self.class_calibration_sizes_.astype(np.int64)
         return np.full(self.classes_.size, self.calibration_size_, dtype=np.int64)
 
+    def predict_counts(
+        self, X: ArrayLike
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+        """Counts of calibration scores above and equal to each test score.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_objects, n_features)
+
+        Returns
+        -------
+        greater, equal : ndarray of int64, shape (n_objects, n_classes)
+        sizes : ndarray of int64, shape (n_classes,)
+            Calibration scores behind each column (:meth:`calibration_counts`).
+
+        Notes
+        -----
+        :func:`p_values_from_counts` turns them into this member's p-values; the
+        counts of several members can also be added (under Paillier) before that,
+        see :func:`workbench.jobs.conformal.add_counts`.
+        """
+        self._check_fitted()
+        scores = self._scores(_as_2d(X))
+        greater = np.empty(scores.shape, dtype=np.int64)
+        equal = np.empty(scores.shape, dtype=np.int64)
+        for c in range(scores.shape[1]):
+            reference = self.calibration_scores_[c if self.mondrian else 0]
+            greater[:, c], equal[:, c] = conformal_counts(reference, scores[:, c])
+        return greater, equal, self.calibration_counts()
+
     def predict_set(self, X: ArrayLike, confidence: float = 0.9) -> NDArray[np.bool_]:
         """Prediction sets at ``confidence``.
 
@@ -677,6 +786,28 @@ class ConformalRegressor:
         predictions = self.predict(X)
         residuals = np.abs(grid[None, :] - predictions[:, None])
         return conformal_p_values(self.residuals_, residuals)
+
+    def predict_counts(
+        self, X: ArrayLike, candidates: ArrayLike
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], int]:
+        """Counts of calibration residuals above and equal to candidates' residuals.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_objects, n_features)
+        candidates : array-like of shape (n_candidates,)
+
+        Returns
+        -------
+        greater, equal : ndarray of int64, shape (n_objects, n_candidates)
+        size : int
+            The calibration size.
+        """
+        grid = np.asarray(candidates, dtype=np.float64).reshape(-1)
+        predictions = self.predict(X)
+        residuals = np.abs(grid[None, :] - predictions[:, None])
+        greater, equal = conformal_counts(self.residuals_, residuals)
+        return greater, equal, self.calibration_size_
 
     def predict_int(self, X: ArrayLike, confidence: float = 0.9) -> NDArray[np.float64]:
         """Prediction intervals at ``confidence``.
