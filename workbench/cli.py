@@ -234,7 +234,8 @@ def _join(args: argparse.Namespace) -> int:
     )
     federation.close()
     print(
-        f"joined {federation.name} as {federation.member}; credential in {args.credential}"
+        f"joined {federation.name} as {federation.member}; "
+        f"credential in {args.credential}"
     )
     return 0
 

@@ -70,9 +70,11 @@ class CoordinatorClient:
         headers = {"User-Agent": "workbench"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        tls: bool | ssl.SSLContext = verify
-        if isinstance(verify, str):
-            tls = ssl.create_default_context(cafile=verify)
+        tls: bool | ssl.SSLContext = (
+            ssl.create_default_context(cafile=verify)
+            if isinstance(verify, str)
+            else verify
+        )
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout, verify=tls
         )
@@ -155,7 +157,7 @@ class CoordinatorClient:
     def join(
         self, invitation: str, name: str, sealing_public_key: bytes
     ) -> dict[str, str]:
-        """Redeem an invitation; returns ``federation``, ``member`` and ``credential``."""
+        """Redeem an invitation; returns federation, member and credential."""
         return self.request(  # type: ignore[no-any-return]
             "POST",
             "/v1/join",

@@ -318,8 +318,8 @@ def split_demo_data(
         if min(min(c) for c in counts) >= 10:
             break
     parts = {}
-    for hospital, rows in zip(hospitals, members, strict=True):
-        order = rng.permutation(rows)
+    for hospital, chosen in zip(hospitals, members, strict=True):
+        order = rng.permutation(np.asarray(chosen))
         cut = int(round(0.75 * len(order)))
         parts[hospital] = (
             frame.iloc[np.sort(order[:cut])].reset_index(drop=True),

@@ -7,7 +7,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-
 from collections.abc import Iterator
 from pathlib import Path
 

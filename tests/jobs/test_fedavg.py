@@ -124,7 +124,7 @@ def test_model_and_history_from_aggregates(keys) -> None:  # type: ignore[no-unt
     summed = aggregate(
         [
             encrypt_vector(public_key, p, encoding, weight=w)
-            for p, w in zip(params, weights)
+            for p, w in zip(params, weights, strict=True)
         ]
     )
     metrics = aggregate(

@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from importlib.metadata import version as _version
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -26,7 +27,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from importlib.metadata import version as _version
 from workbench.coordinator.service import Coordinator, MemberIdentity
 from workbench.coordinator.storage import Storage
 from workbench.errors import PayloadTooLargeError, ProtocolError, WorkbenchError

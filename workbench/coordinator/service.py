@@ -362,7 +362,7 @@ class Coordinator:
         schema: dict[str, str],
         rows: int | None,
     ) -> None:
-        """Record the schema (and row count, if given) of one of the caller's datasets."""
+        """Record the schema (and row count, if given) of a caller's dataset."""
         with self.lock, self.storage.session() as db:
             existing = db.scalar(
                 select(PublishedDataset).where(
@@ -522,7 +522,7 @@ class Coordinator:
         after_event: int | None = None,
         wait: float = 0.0,
     ) -> dict[str, Any]:
-        """Describe a job; with ``wait``, first wait for an event after ``after_event``."""
+        """Describe a job; with ``wait``, first wait for an event newer than one."""
         if wait > 0 and after_event is not None:
             with self.storage.session() as db:
                 self._visible_job(db, who, job_id)
@@ -701,7 +701,8 @@ class Coordinator:
         for name, vector in vectors.items():
             if vector.fingerprint != job.fingerprint:
                 raise KeyMismatchError(
-                    f"the vector {name!r} is under the key {vector.fingerprint[:12]}..., "
+                    f"the vector {name!r} is under the key "
+                    f"{vector.fingerprint[:12]}..., "
                     f"the job's key is {job.fingerprint[:12]}...",
                     hint="encrypt with the job's public key from GET /v1/jobs/{id}/key",
                 )
@@ -719,7 +720,7 @@ class Coordinator:
             )
             if first is not None:
                 earlier = check_update(
-                    self.storage.blobs.get(first.blob_sha), public_key
+                    self.storage.blobs.get(str(first.blob_sha)), public_key
                 )
                 try:
                     add_updates([earlier, vectors])
@@ -983,13 +984,15 @@ class Coordinator:
         item = self._round(db, job.id, job.current_round)
         if item is None or item.state != "open":
             return
-        parts = db.scalars(
-            select(JobMember).where(
-                JobMember.job_id == job.id,
-                JobMember.role == "participant",
-                JobMember.state == "active",
+        parts = list(
+            db.scalars(
+                select(JobMember).where(
+                    JobMember.job_id == job.id,
+                    JobMember.role == "participant",
+                    JobMember.state == "active",
+                )
             )
-        ).all()
+        )
         answers = {
             a.member_id: a
             for a in db.scalars(

@@ -45,7 +45,11 @@ class DatasetView(Protocol):
 
     name: str
     target: str
-    features: list[str]
+
+    @property
+    def features(self) -> list[str]:
+        """Feature columns."""
+        ...
 
     @property
     def frame(self) -> pd.DataFrame:

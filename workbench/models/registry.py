@@ -20,7 +20,10 @@ class ModelAdapter(Protocol):
     as one flat float vector of :meth:`parameter_count` values.
     """
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Registry name."""
+        ...
 
     def build(self, params: Mapping[str, Any], *, random_state: int) -> Any:
         """Return a new estimator with checked hyperparameters ``params``."""
