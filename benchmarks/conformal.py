@@ -14,7 +14,13 @@ Settings:
   ../shared/data/uci-concrete).
 
 The combination rules run on the plaintext path, which tests/jobs show to give the
-same floats as the Paillier path.
+same floats (and, for counts, the same integers) as the Paillier path. Besides the
+p-value rules: ``pooled_counts`` adds the members' counts of calibration scores at
+or above each test score, each member on its own model; ``ensemble`` and
+``ensemble_counts`` score every calibration example and query with the average of
+the members' models, through an encrypted histogram or through summed counts
+(exact); ``ensemble_normalized`` (regression) divides those residuals by the
+spread of the members' predictions plus a fixed offset.
 
 Run: ``.venv/bin/python benchmarks/conformal.py [--splits 100] [--json]``.
 """
@@ -33,6 +39,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import clone
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import make_pipeline
@@ -44,10 +51,14 @@ from workbench.jobs.conformal import (
     ConformalClassifier,
     ConformalRegressor,
     ConformalWarning,
+    CountReply,
     FederatedSplitConformal,
     MeanEnsemble,
     MemberReply,
+    add_counts,
     combine_p_values,
+    count_p_values,
+    count_reply,
     evaluate_intervals,
     evaluate_sets,
     intervals_from_grid,
@@ -60,6 +71,8 @@ DATA = ROOT.parent / "shared" / "data"
 CLASSIFICATION_LEVELS = (0.8, 0.9, 0.95)
 REGRESSION_LEVELS = (0.8, 0.85, 0.9)
 CALIBRATION_SIZE = 0.3
+SVR_C = 10.0
+DIFFICULTY_OFFSET = 1.0
 
 
 # Members ---------------------------------------------------------------------------
@@ -123,6 +136,19 @@ def _classification_split(
         bins=1000,
         encrypted=False,
     ).calibrate([(X[cal], y[cal]) for cal in calibration])
+    # The querier draws the tie-breaks of the summed counts.
+    draws = np.random.default_rng(seed + 2000).random((test.size, classes.size))
+    own_counts = count_p_values(
+        add_counts([_own_counts(member, X[test]) for member in members]),
+        tie_breaks=draws,
+    )
+    test_scores = ensemble.test_scores(X[test])
+    shared_counts = count_p_values(
+        add_counts(
+            [count_reply(ensemble.scores(X[c], y[c]), test_scores) for c in calibration]
+        ),
+        tie_breaks=draws,
+    )
 
     for level in CLASSIFICATION_LEVELS:
         epsilon = 1.0 - level
@@ -148,11 +174,23 @@ def _classification_split(
             out["rules"].setdefault(rule, {})[key] = _class_figures(
                 combined > epsilon, columns, classes
             )
+        for rule, p in (("pooled_counts", own_counts),):
+            out["rules"].setdefault(rule, {})[key] = _class_figures(
+                p > epsilon, columns, classes
+            )
         sets = ensemble.predict_set(X[test], level)
         out["rules"].setdefault("ensemble", {})[key] = _class_figures(
             sets, columns, classes
         )
+        out["rules"].setdefault("ensemble_counts", {})[key] = _class_figures(
+            shared_counts > epsilon, columns, classes
+        )
     return out
+
+
+def _own_counts(member: ConformalClassifier, X: np.ndarray) -> CountReply:
+    greater, equal, sizes = member.predict_counts(X)
+    return CountReply(greater, equal, sizes)
 
 
 def _class_figures(sets: np.ndarray, columns: np.ndarray, classes: np.ndarray) -> dict:
@@ -172,26 +210,58 @@ def _regression_split(
     seed: int,
     grid: np.ndarray,
     calibration_size: float,
+    *,
+    ensemble_model: Any | None = None,
+    difficulty_offset: float = DIFFICULTY_OFFSET,
 ) -> dict[str, Any]:
-    """Every figure of one random split of the regression setting."""
+    """Every figure of one random split of the regression setting.
+
+    ``model`` is what each member fits for its own predictor, and the pooled
+    predictor; ``ensemble_model`` (default: ``model``) what each member fits on
+    the same rows for the average of the ``ensemble`` rules.
+    """
     rng = np.random.default_rng(seed)
-    members, calibration = [], []
+    members, calibration, averaged = [], [], []
     for part in parts:
         train, cal = _split_member(part, rng, calibration_size)
         fitted = clone(model).fit(X[train], y[train])
         members.append(ConformalRegressor(fitted).calibrate(X[cal], y[cal]))
         calibration.append(cal)
+        if ensemble_model is None:
+            averaged.append(fitted)
+        else:
+            averaged.append(clone(ensemble_model).fit(X[train], y[train]))
     train, cal = _split_member(np.concatenate(parts), rng, calibration_size)
     pooled = ConformalRegressor(clone(model).fit(X[train], y[train]))
     pooled.calibrate(X[cal], y[cal])
+    average = MeanEnsemble(averaged)
     ensemble = FederatedSplitConformal(
-        MeanEnsemble([m.estimator_ for m in members]),
+        average,
         task="regression",
         bins=4000,
         score_max=float(grid[-1] - grid[0]),
         encrypted=False,
     ).calibrate([(X[c], y[c]) for c in calibration])
+    normalized = FederatedSplitConformal(
+        average,
+        task="regression",
+        score_max=float(grid[-1] - grid[0]) / difficulty_offset,
+        encrypted=False,
+        difficulty_offset=difficulty_offset,
+    )
     p_values = [member.predict_p(X[test], grid) for member in members]
+    counted = {}
+    own = [CountReply(*_grid_counts(m, X[test], grid)) for m in members]
+    counted["pooled_counts"] = count_p_values(add_counts(own))
+    for rule, split in (
+        ("ensemble_counts", ensemble),
+        ("ensemble_normalized", normalized),
+    ):
+        test_scores = split.test_scores(X[test], grid)
+        replies = [
+            count_reply(split.scores(X[c], y[c]), test_scores) for c in calibration
+        ]
+        counted[rule] = count_p_values(add_counts(replies))
     truth = y[test]
     out: dict[str, Any] = {"rules": {}, "single": {}, "pooled": {}}
     for level in REGRESSION_LEVELS:
@@ -210,10 +280,23 @@ def _regression_split(
             combined = combine_p_values(replies, rule)
             intervals = intervals_from_grid(combined, grid, level)
             out["rules"].setdefault(rule, {})[key] = _interval_figures(intervals, truth)
+        out["rules"].setdefault("pooled_counts", {})[key] = _interval_figures(
+            intervals_from_grid(counted["pooled_counts"], grid, level), truth
+        )
         out["rules"].setdefault("ensemble", {})[key] = _interval_figures(
             ensemble.predict_int(X[test], level), truth
         )
+        for rule in ("ensemble_counts", "ensemble_normalized"):
+            intervals = intervals_from_grid(counted[rule], grid, level)
+            out["rules"].setdefault(rule, {})[key] = _interval_figures(intervals, truth)
     return out
+
+
+def _grid_counts(
+    member: ConformalRegressor, X: np.ndarray, grid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    greater, equal, size = member.predict_counts(X, grid)
+    return greater, equal, np.full(grid.size, size)
 
 
 def _interval_figures(intervals: np.ndarray, truth: np.ndarray) -> dict:
@@ -300,15 +383,43 @@ def _concrete_data() -> tuple[np.ndarray, np.ndarray] | str:
     return table[:, :8], table[:, 8]
 
 
-def _concrete_job(args: tuple[int, int, Any, float]) -> dict[str, Any]:
-    seed, members, (X, y), calibration_size = args
+def concrete_model(members: int, *, base_c: float = SVR_C) -> Any:
+    """SVR (RBF) on standardized features and target, regularized for ``members``.
+
+    ``gamma="scale"`` and ``epsilon=0.05`` (in units of the target's standard
+    deviation) are fixed; ``C = base_c * members``. A member trained on a
+    ``1 / members`` share of the rows and regularized with the pooled ``C`` would
+    be smoother than a model of all rows; multiplying ``C`` by the number of
+    members keeps the penalty per row that of the pooled model, which suits an
+    average of the members' models (divide-and-conquer kernel regression). The
+    rule uses only the job's public member count. A member's own predictor
+    (the p-value rules) and the pooled predictor use ``members=1``.
+    """
+    svr = SVR(kernel="rbf", C=base_c * members, gamma="scale", epsilon=0.05)
+    return TransformedTargetRegressor(
+        make_pipeline(StandardScaler(), svr), transformer=StandardScaler()
+    )
+
+
+def _concrete_job(args: tuple[int, int, Any, float, float]) -> dict[str, Any]:
+    seed, members, (X, y), calibration_size, offset = args
     rng = np.random.default_rng(seed)
     order = rng.permutation(y.size)
     test, rest = order[:103], order[103:]
     parts = np.array_split(rest, members)
-    model = make_pipeline(StandardScaler(), SVR(kernel="rbf", C=100.0, epsilon=0.5))
     grid = np.arange(-40.0, 140.0, 0.1)
-    return _regression_split(X, y, test, parts, model, seed, grid, calibration_size)
+    return _regression_split(
+        X,
+        y,
+        test,
+        parts,
+        concrete_model(1),
+        seed,
+        grid,
+        calibration_size,
+        ensemble_model=concrete_model(members),
+        difficulty_offset=offset,
+    )
 
 
 # Reporting -------------------------------------------------------------------------
@@ -357,6 +468,12 @@ def main(argv: list[str] | None = None) -> int:
         default=CALIBRATION_SIZE,
         help="fraction of each member's rows (and of the pooled rows) held out "
         "for calibration (0.3)",
+    )
+    parser.add_argument(
+        "--difficulty-offset",
+        type=float,
+        default=DIFFICULTY_OFFSET,
+        help="offset (MPa) added to the members' spread in ensemble_normalized (1)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead")
     parser.add_argument("--workers", type=int, default=2, help="processes (2)")
@@ -408,7 +525,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 for members in (2, 4, 6):
                     jobs = [
-                        (seed, members, data, args.calibration_size)
+                        (
+                            seed,
+                            members,
+                            data,
+                            args.calibration_size,
+                            args.difficulty_offset,
+                        )
                         for seed in range(args.splits)
                     ]
                     summary = _average(list(pool.map(_concrete_job, jobs)))

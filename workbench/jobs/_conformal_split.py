@@ -95,6 +95,13 @@ class FederatedSplitConformal:
     public_key, private_key : phe keys, optional
         The job's key pair, made on first use when absent.
     key_size : int, default=2048
+    difficulty_offset : float, optional
+        Regression only: use the normalized score ``|y - y_hat| / (d(x) + beta)``
+        with ``beta = difficulty_offset`` and ``d(x)`` the model's
+        ``predict_spread(X)`` (for :class:`MeanEnsemble`, the standard deviation
+        of the members' predictions), so that intervals are wider where the
+        members disagree. ``score_max`` then bounds the normalized score. Fix it
+        before calibration (in the job spec), never from calibration data.
 
     Attributes
     ----------
@@ -112,6 +119,15 @@ class FederatedSplitConformal:
     the last term, the bin-width term, is at most ``w`` times the largest density
     of the scores near the quantile. If the ``k``-th score lies above
     ``score_max`` the threshold is infinite and every set is full.
+
+    The guarantee needs one score function for every calibration example and
+    query: a model (and a difficulty ``d``) trained on none of them, and an
+    offset fixed in advance. The normalized score keeps it, since ``d`` comes
+    from the same models. For p-values without the bin-width term, members can
+    count their scores against the query's instead (:meth:`test_scores`,
+    :func:`workbench.jobs.conformal.count_reply`); the summed counts are then
+    exactly those of one inductive conformal predictor over every member's
+    calibration set.
     """
 
     def __init__(
@@ -126,6 +142,7 @@ class FederatedSplitConformal:
         public_key: Any | None = None,
         private_key: Any | None = None,
         key_size: int = 2048,
+        difficulty_offset: float | None = None,
     ) -> None:
         if task not in TASKS:
             raise ConformalError(
@@ -150,6 +167,26 @@ class FederatedSplitConformal:
                 f"score_max must be a positive finite number; received {score_max!r}",
                 hint="pass a bound on the nonconformity scores",
             )
+        if difficulty_offset is not None:
+            if task != "regression":
+                raise ConformalError(
+                    "difficulty_offset normalizes regression residuals; this "
+                    "predictor classifies",
+                    hint="leave difficulty_offset=None for classification",
+                )
+            if not math.isfinite(difficulty_offset) or difficulty_offset <= 0:
+                raise ConformalError(
+                    f"difficulty_offset must be a positive finite number; received "
+                    f"{difficulty_offset!r}",
+                    hint="pass for instance a tenth of the target's spread",
+                )
+            if not hasattr(model, "predict_spread"):
+                raise ConformalError(
+                    f"difficulty_offset needs a model with predict_spread(X); "
+                    f"{type(model).__name__} has none",
+                    hint="use a MeanEnsemble of the members' models",
+                )
+        self.difficulty_offset = difficulty_offset
         self.model = model
         self.task = task
         self.bins = bins
@@ -170,9 +207,46 @@ class FederatedSplitConformal:
         truth = _as_labels(y, X_cal.shape[0])
         if self.task == "regression":
             predictions = np.asarray(self.model.predict(X_cal), dtype=np.float64)
-            return np.abs(truth.astype(np.float64) - predictions)
+            residuals = np.abs(truth.astype(np.float64) - predictions)
+            return residuals / self._difficulty(X_cal)
         proba = np.asarray(self.model.predict_proba(X_cal), dtype=np.float64)
         return 1.0 - proba[np.arange(truth.size), self._columns(truth)]
+
+    def _difficulty(self, X: NDArray[Any]) -> NDArray[np.float64]:
+        if self.difficulty_offset is None:
+            return np.ones(X.shape[0])
+        spread = np.asarray(self.model.predict_spread(X), dtype=np.float64)
+        return spread + self.difficulty_offset
+
+    def test_scores(
+        self, X: ArrayLike, candidates: ArrayLike | None = None
+    ) -> NDArray[np.float64]:
+        """Scores of every candidate label or target value of the query objects.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_objects, n_features)
+        candidates : array-like of shape (n_candidates,), optional
+            Target values to test; required for regression.
+
+        Returns
+        -------
+        ndarray of shape (n_objects, n_classes) or (n_objects, n_candidates)
+            On the scale of :meth:`scores`, so that members can count their
+            calibration scores against them.
+        """
+        X_test = _as_2d(X)
+        if self.task == "classification":
+            return 1.0 - np.asarray(self.model.predict_proba(X_test), dtype=np.float64)
+        if candidates is None:
+            raise ConformalError(
+                "regression test scores need the grid of candidate target values",
+                hint="pass candidates=numpy.linspace(low, high, count)",
+            )
+        grid = np.asarray(candidates, dtype=np.float64).reshape(-1)
+        predictions = np.asarray(self.model.predict(X_test), dtype=np.float64)
+        residuals = np.abs(grid[None, :] - predictions[:, None])
+        return residuals / self._difficulty(X_test)[:, None]
 
     def _columns(self, labels: NDArray[Any]) -> NDArray[np.intp]:
         index = {label: c for c, label in enumerate(self.classes_.tolist())}
@@ -305,8 +379,10 @@ class FederatedSplitConformal:
                 hint="call predict_set()",
             )
         limit = self.threshold(confidence)
-        predictions = np.asarray(self.model.predict(_as_2d(X)), dtype=np.float64)
-        return np.column_stack([predictions - limit, predictions + limit])
+        X_test = _as_2d(X)
+        predictions = np.asarray(self.model.predict(X_test), dtype=np.float64)
+        half_width = limit * self._difficulty(X_test)
+        return np.column_stack([predictions - half_width, predictions + half_width])
 
     def evaluate(
         self, X: ArrayLike, y: ArrayLike, confidence: float = 0.9
@@ -401,6 +477,14 @@ class MeanEnsemble:
     def predict(self, X: ArrayLike) -> NDArray[np.float64]:
         """Mean of the models' predictions, shape (n_objects,)."""
         return np.mean([np.asarray(m.predict(X), float) for m in self.models], axis=0)
+
+    def predict_spread(self, X: ArrayLike) -> NDArray[np.float64]:
+        """Standard deviation of the models' predictions, shape (n_objects,).
+
+        A difficulty estimate for normalized scores: the members disagree most
+        where their models are least sure.
+        """
+        return np.std([np.asarray(m.predict(X), float) for m in self.models], axis=0)
 
     def predict_proba(self, X: ArrayLike) -> NDArray[np.float64]:
         """Mean of the models' class probabilities, shape (n_objects, n_classes)."""
