@@ -133,3 +133,84 @@ def test_regression_needs_score_max_and_valid_bins() -> None:
         FederatedSplitConformal(model, task="regression", score_max=1.0, bins=0)
     with pytest.raises(ConformalError, match="task must be one of"):
         FederatedSplitConformal(model, task="ranking")
+
+
+def _heteroscedastic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-2, 2, size=(n, 2))
+    noise = rng.normal(size=n) * (0.2 + np.abs(X[:, 0]))
+    return X, X @ np.array([1.0, 0.5]) + noise
+
+
+def test_normalized_intervals_scale_with_the_members_spread() -> None:
+    """With a difficulty offset, half-widths are the threshold times spread + offset."""
+    X, y = _heteroscedastic(900, 5)
+    models = [LinearRegression().fit(X[i : i + 30], y[i : i + 30]) for i in (0, 30, 60)]
+    ensemble = MeanEnsemble(models)
+    np.testing.assert_allclose(
+        ensemble.predict_spread(X[:4]),
+        np.std([m.predict(X[:4]) for m in models], axis=0),
+    )
+    split = FederatedSplitConformal(
+        ensemble,
+        task="regression",
+        bins=2000,
+        score_max=50.0,
+        encrypted=False,
+        difficulty_offset=0.3,
+    ).calibrate([(X[100:400], y[100:400]), (X[400:600], y[400:600])])
+    intervals = split.predict_int(X[600:], 0.9)
+    half_widths = (intervals[:, 1] - intervals[:, 0]) / 2
+    expected = split.threshold(0.9) * (ensemble.predict_spread(X[600:]) + 0.3)
+    np.testing.assert_allclose(half_widths, expected)
+    assert np.ptp(half_widths) > 0.1
+
+
+def test_summed_counts_of_normalized_scores_cover_at_the_confidence() -> None:
+    """Exact pooled counts of a shared normalized score cover within two points."""
+    from workbench.jobs.conformal import add_counts, count_p_values, count_reply
+
+    grid = np.linspace(-12, 12, 241)
+    covered = []
+    for seed in range(20):
+        X, y = _heteroscedastic(700, 100 + seed)
+        models = [LinearRegression().fit(X[i : i + 40], y[i : i + 40]) for i in (0, 40)]
+        split = FederatedSplitConformal(
+            MeanEnsemble(models),
+            task="regression",
+            score_max=100.0,
+            encrypted=False,
+            difficulty_offset=0.2,
+        )
+        scores = split.test_scores(X[300:], grid)
+        replies = [
+            count_reply(split.scores(X[a:b], y[a:b]), scores)
+            for a, b in ((80, 180), (180, 300))
+        ]
+        inside = count_p_values(add_counts(replies)) > 0.1
+        nearest = np.abs(grid[None, :] - y[300:, None]).argmin(axis=1)
+        covered.append(inside[np.arange(nearest.size), nearest].mean())
+    assert abs(np.mean(covered) - 0.9) < 0.02
+
+
+def test_difficulty_offset_is_checked() -> None:
+    """A difficulty offset needs regression, a positive value and a spread."""
+    model = LinearRegression()
+    with pytest.raises(ConformalError, match="this predictor classifies"):
+        FederatedSplitConformal(
+            MeanEnsemble([model], classes=[0, 1]), difficulty_offset=1.0
+        )
+    with pytest.raises(ConformalError, match="positive finite number; received -1"):
+        FederatedSplitConformal(
+            MeanEnsemble([model]),
+            task="regression",
+            score_max=1.0,
+            difficulty_offset=-1.0,
+        )
+    with pytest.raises(ConformalError, match="LinearRegression has none"):
+        FederatedSplitConformal(
+            model, task="regression", score_max=1.0, difficulty_offset=1.0
+        )
+    split = FederatedSplitConformal(model, task="regression", score_max=1.0)
+    with pytest.raises(ConformalError, match="need the grid of candidate"):
+        split.test_scores(np.zeros((1, 2)))
