@@ -38,7 +38,7 @@ def test_round_trip_keeps_every_field(public_key, message):
 
 def test_message_size_is_header_plus_fixed_width_ciphertexts(public_key, message):
     """A message is the header and count ciphertexts of the width of n**2."""
-    width = (public_key.n**2).bit_length() // 8 + 1
+    width = -(-(public_key.n**2).bit_length() // 8)
     count = ENCODING.ciphertext_count(30, 512, weighted=True)
     assert len(message) == HEADER_SIZE + count * width
 
@@ -64,7 +64,7 @@ def test_foreign_key_is_refused(message, other_keypair):
 
 
 def _with_ciphertext(public_key, message, value):
-    width = (public_key.n**2).bit_length() // 8 + 1
+    width = -(-(public_key.n**2).bit_length() // 8)
     body = value.to_bytes(width, "big")
     return message[:HEADER_SIZE] + body + message[HEADER_SIZE + width :]
 
