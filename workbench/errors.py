@@ -178,6 +178,13 @@ class JobSpecError(WorkbenchError):
     http_status = 422
 
 
+class InvalidNameError(WorkbenchError):
+    """A name of a dataset, member or federation breaks the naming rule."""
+
+    code = "invalid_name"
+    http_status = 422
+
+
 class JobFailedError(WorkbenchError):
     """A job ended in failure; the message carries the reason reported."""
 
