@@ -232,6 +232,22 @@ class MissingDependencyError(WorkbenchError):
     code = "missing_dependency"
 
 
+class ConfigurationError(WorkbenchError, ValueError):
+    """An argument of a call or a command is missing, of the wrong type or clashes.
+
+    Raised before anything is sent to the coordinator: the message names the
+    argument, the value received and what to pass instead.
+    """
+
+    code = "configuration_error"
+
+
+class CredentialFileError(ConfigurationError):
+    """A credential file cannot be written where asked, or would be overwritten."""
+
+    code = "credential_file"
+
+
 def _all_error_classes() -> dict[str, type[WorkbenchError]]:
     found: dict[str, type[WorkbenchError]] = {}
     stack: list[type[WorkbenchError]] = [WorkbenchError]
