@@ -61,8 +61,9 @@ from workbench.jobs.conformal import (
     count_reply,
     evaluate_intervals,
     evaluate_sets,
-    intervals_from_grid,
+    intervals_from_sets,
     minimum_calibration_size,
+    p_value_threshold,
     rule_confidence,
 )
 
@@ -151,7 +152,7 @@ def _classification_split(
     )
 
     for level in CLASSIFICATION_LEVELS:
-        epsilon = 1.0 - level
+        epsilon = p_value_threshold(level)
         key = str(level)
         for i, (member, p) in enumerate(zip(members, p_values, strict=True)):
             ok = member.calibration_size_ >= minimum_calibration_size(level)
@@ -278,16 +279,21 @@ def _regression_split(
                 for m, p in zip(members, p_values, strict=True)
             ]
             combined = combine_p_values(replies, rule)
-            intervals = intervals_from_grid(combined, grid, level)
+            intervals = intervals_from_sets(combined > p_value_threshold(level), grid)
             out["rules"].setdefault(rule, {})[key] = _interval_figures(intervals, truth)
         out["rules"].setdefault("pooled_counts", {})[key] = _interval_figures(
-            intervals_from_grid(counted["pooled_counts"], grid, level), truth
+            intervals_from_sets(
+                counted["pooled_counts"] > p_value_threshold(level), grid
+            ),
+            truth,
         )
         out["rules"].setdefault("ensemble", {})[key] = _interval_figures(
             ensemble.predict_int(X[test], level), truth
         )
         for rule in ("ensemble_counts", "ensemble_normalized"):
-            intervals = intervals_from_grid(counted[rule], grid, level)
+            intervals = intervals_from_sets(
+                counted[rule] > p_value_threshold(level), grid
+            )
             out["rules"].setdefault(rule, {})[key] = _interval_figures(intervals, truth)
     return out
 

@@ -140,3 +140,33 @@ def test_columns_without_calibration_get_p_value_one() -> None:
     empty = CountReply(np.array([[0]]), np.array([[0]]), np.array([0]))
     with pytest.raises(CalibrationSizeError, match="no member has a calibration"):
         count_p_values(empty)
+
+
+def test_threshold_excludes_a_p_value_equal_to_one_minus_confidence() -> None:
+    """A p-value of exactly 1 - confidence is excluded, as the quantile rule says."""
+    from workbench.jobs.conformal import p_value_threshold
+
+    assert p_value_threshold(0.9) == 0.1
+    assert p_value_threshold(0.95) == 0.05
+    calibration = np.arange(1.0, 20.0)  # 19 scores: (n + 1) * 0.1 = 2
+    p_values = count_p_values(count_reply(calibration, np.array([[18.0, 18.5]])))
+    np.testing.assert_allclose(p_values, [[0.15, 0.1]])
+    assert (p_values > p_value_threshold(0.9)).tolist() == [[True, False]]
+    with pytest.raises(ConformalError, match="strictly between 0 and 1"):
+        p_value_threshold(1.0)
+
+
+def test_intervals_from_sets_span_the_kept_candidates() -> None:
+    """Intervals run between the excluded neighbours of the kept candidates."""
+    from workbench.jobs.conformal import intervals_from_sets
+
+    grid = np.arange(5.0)
+    inside = np.array(
+        [[False, True, True, False, False], [True, True, False, False, False]]
+        + [[False] * 5]
+    )
+    intervals = intervals_from_sets(inside, grid)
+    np.testing.assert_array_equal(intervals[:2], [[0.0, 3.0], [-np.inf, 2.0]])
+    assert np.isnan(intervals[2]).all()
+    with pytest.raises(ConformalError, match="one column per candidate"):
+        intervals_from_sets(inside[:, :3], grid)

@@ -662,3 +662,43 @@ def decrypt_counts(
         counts[cells : 2 * cells].reshape(shape),
         counts[2 * cells :],
     )
+
+
+def intervals_from_sets(
+    inside: NDArray[np.bool_], candidates: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Turn sets of candidate target values into intervals.
+
+    Parameters
+    ----------
+    inside : ndarray of bool, shape (n_objects, n_candidates)
+        True where a candidate is in the object's set, for instance
+        ``count_p_values(...) > p_value_threshold(confidence)``.
+    candidates : ndarray of shape (n_candidates,)
+        Increasing grid.
+
+    Returns
+    -------
+    ndarray of shape (n_objects, 2)
+        From the last excluded candidate below the set to the first excluded one
+        above it; an end is infinite where the set reaches the grid's edge, and
+        both are NaN for an empty set (as ``intervals_from_grid``).
+    """
+    grid = np.asarray(candidates, dtype=np.float64).reshape(-1)
+    kept = np.asarray(inside, dtype=bool)
+    if kept.ndim != 2 or kept.shape[1] != grid.size:
+        raise ConformalError(
+            f"sets must have one column per candidate ({grid.size}); received "
+            f"shape {kept.shape}",
+            hint="pass the sets of the same grid of candidates",
+        )
+    n_candidates = grid.size
+    first = np.argmax(kept, axis=1)
+    last = n_candidates - 1 - np.argmax(kept[:, ::-1], axis=1)
+    low = np.where(first > 0, grid[np.maximum(first - 1, 0)], -np.inf)
+    high = np.where(
+        last < n_candidates - 1, grid[np.minimum(last + 1, n_candidates - 1)], np.inf
+    )
+    intervals = np.column_stack([low, high])
+    intervals[~kept.any(axis=1)] = np.nan
+    return intervals

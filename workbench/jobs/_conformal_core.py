@@ -94,6 +94,37 @@ def minimum_calibration_size(confidence: float) -> int:
     return max(math.ceil(1 / epsilon) - 1, 1)
 
 
+def p_value_threshold(confidence: float) -> float:
+    """Largest p-value excluded at ``confidence``: ``1 - confidence``, exactly.
+
+    Parameters
+    ----------
+    confidence : float
+        Requested confidence in (0, 1).
+
+    Returns
+    -------
+    float
+        ``1 - confidence`` computed on the decimal value of ``confidence``, so
+        that 0.9 gives 0.1 and not 0.09999999999999998.
+
+    Notes
+    -----
+    Unsmoothed p-values are fractions ``m / (n + 1)``; when ``(n + 1)(1 - c)`` is
+    an integer one of them equals ``1 - c`` exactly, and the float ``1.0 - c``
+    would keep a label (or candidate value) that the conformal quantile
+    ``ceil((n + 1) c)`` excludes. A value is excluded when its p-value is at most
+    this threshold.
+
+    Examples
+    --------
+    >>> p_value_threshold(0.9), 1.0 - 0.9
+    (0.1, 0.09999999999999998)
+    """
+    level = Fraction(repr(check_confidence(confidence)))
+    return float(1 - level)
+
+
 def conformal_p_values(
     calibration_scores: NDArray[np.float64],
     test_scores: NDArray[np.float64],
@@ -586,7 +617,7 @@ class ConformalClassifier:
         level = check_confidence(confidence)
         self._check_fitted()
         self._check_calibration_size(level)
-        return self.predict_p(X) > 1.0 - level
+        return self.predict_p(X) > p_value_threshold(level)
 
     def _check_calibration_size(self, confidence: float) -> None:
         needed = minimum_calibration_size(confidence)

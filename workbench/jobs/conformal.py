@@ -47,6 +47,7 @@ from workbench.jobs._conformal_combine import (
     decrypt_counts,
     encrypt_counts,
     encrypt_reply,
+    intervals_from_sets,
     reply_encoding,
     reply_vector,
     rule_confidence,
@@ -61,6 +62,7 @@ from workbench.jobs._conformal_core import (
     evaluate_intervals,
     evaluate_sets,
     minimum_calibration_size,
+    p_value_threshold,
     p_values_from_counts,
 )
 from workbench.jobs._conformal_federated import (
@@ -120,10 +122,12 @@ __all__ = [
     "histogram_encoding",
     "histogram_from_sum",
     "intervals_from_grid",
+    "intervals_from_sets",
     "member_predictor",
     "member_random_state",
     "member_reply",
     "minimum_calibration_size",
+    "p_value_threshold",
     "p_values_from_counts",
     "reply_encoding",
     "reply_vector",
