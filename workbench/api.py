@@ -445,6 +445,104 @@ class Federation:
             **options,
         )
 
+    def stats(
+        self,
+        *,
+        dataset: str,
+        columns: Sequence[str],
+        bins: int = 10,
+        ranges: Mapping[str, tuple[float, float]] | None = None,
+        bounds: Mapping[str, float] | None = None,
+        members: Sequence[str] | None = None,
+        min_members: int | None = None,
+        min_rows: int = 5,
+        round_deadline: float = 120.0,
+        key_bits: int = 2048,
+        allow_insecure_keys: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Pooled count, means, standard deviations and histograms of columns.
+
+        Each member's counts and sums are added under Paillier encryption; only
+        the pooled figures are decrypted, here.
+
+        Parameters
+        ----------
+        dataset : str
+            Dataset name, registered at every participant.
+        columns : sequence of str
+            Numeric columns to summarize (complete rows only).
+        bins : int, default=10
+            Histogram bins per column, evenly spaced over its range.
+        ranges : mapping of str to (float, float), optional
+            Histogram range per column; default: the range of this member's own
+            copy of the dataset (needed when this member holds none).
+        bounds : mapping of str to float, optional
+            Clip bound of each column's values; default: ten times the largest
+            magnitude of its range (see :mod:`workbench.jobs.stats`).
+        members, min_members, round_deadline, key_bits, allow_insecure_keys
+            As in :meth:`train`.
+        min_rows : int, default=5
+            A member with fewer complete rows refuses to answer.
+        timeout : float, optional
+            Seconds to wait for the result.
+
+        Returns
+        -------
+        workbench.jobs.stats.StatsResult
+            ``summary`` (a DataFrame of count, mean, std per column) and
+            ``histograms`` (a DataFrame of bins per column).
+        """
+        import numpy as np
+
+        from workbench.jobs.stats import stats_spec, summarize
+
+        names = [str(c) for c in columns]
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+            raise JobSpecError(
+                f"bins must be a positive integer, got {bins!r}",
+                hint="pass bins=10, say",
+            )
+        given = dict(ranges or {})
+        edges = []
+        for name in names:
+            if name in given:
+                low, high = (float(v) for v in given[name])
+            elif dataset in self.datasets:
+                frame = self.datasets.get(dataset).frame
+                if name not in frame.columns:
+                    raise JobSpecError(
+                        f"the dataset {dataset!r} has no column {name!r}",
+                        hint="name columns of the registered dataset",
+                    )
+                values = pd.to_numeric(frame[name], errors="coerce").dropna()
+                low, high = float(values.min()), float(values.max())
+                if high <= low:
+                    high = low + 1.0
+            else:
+                raise JobSpecError(
+                    f"no histogram range for column {name!r}, and this member holds "
+                    f"no dataset {dataset!r} to take one from",
+                    hint="pass ranges={column: (low, high)}",
+                )
+            edges.append(np.linspace(low, high, bins + 1).tolist())
+        spec = stats_spec(
+            dataset=dataset,
+            columns=names,
+            edges=edges,
+            members=self._participants(dataset, members),
+            bounds=None if bounds is None else [float(bounds[n]) for n in names],
+            min_rows=min_rows,
+            round_deadline=round_deadline,
+            min_members=min_members,
+            encryption=EncryptionSpec(
+                key_bits=key_bits, allow_insecure_keys=allow_insecure_keys
+            ),
+        )
+        job = self.submit(spec)
+        job.wait(timeout=timeout)
+        return summarize(spec, job.aggregate(1))
+
     def submit(self, spec: JobSpec | Mapping[str, Any]) -> Job:
         """Submit any job spec: make its key pair, seal it to members, send it.
 
