@@ -32,7 +32,14 @@ from workbench.member.credentials import Credential
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DatasetFile", "LocalFederation", "free_port"]
+__all__ = [
+    "DatasetFile",
+    "LocalFederation",
+    "compare_models",
+    "free_port",
+    "run_demo",
+    "split_demo_data",
+]
 
 
 def free_port() -> int:
@@ -328,6 +335,77 @@ def split_demo_data(
     return frame, parts
 
 
+def _score(y_true: Any, proba: Any) -> dict[str, float]:
+    import numpy as np
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    auc = float(roc_auc_score(y_true, proba)) if len(set(y_true)) > 1 else np.nan
+    return {"accuracy": float(accuracy_score(y_true, proba >= 0.5)), "auc": auc}
+
+
+def compare_models(
+    parts: Mapping[str, tuple[Any, Any]],
+    features: Sequence[str],
+    federated: Mapping[str, Any],
+) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """Score federated models against local-only and pooled logistic regressions.
+
+    Parameters
+    ----------
+    parts : mapping of str to (DataFrame, DataFrame)
+        Each hospital's training and held-out parts (:func:`split_demo_data`).
+    features : sequence of str
+    federated : mapping of str to fitted estimator
+        Federated models by name; each predicts from a plain feature matrix.
+
+    Returns
+    -------
+    overall : dict
+        For each name of ``federated``, ``"local"`` (each hospital's held-out part
+        scored by its own model) and ``"pooled"``: ``accuracy`` and ``auc`` on the
+        union of the held-out parts.
+    hospitals : list of dict
+        The same per hospital, with its row counts and malignant share.
+    """
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    columns = list(features)
+    names = [*federated, "local", "pooled"]
+    pooled_train = pd.concat([train for train, _ in parts.values()])
+    pooled = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    pooled.fit(pooled_train[columns], pooled_train["target"])
+    hospitals = []
+    collected: dict[str, list[Any]] = {name: [] for name in ["y", *names]}
+    for hospital, (train, test) in parts.items():
+        local = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        local.fit(train[columns], train["target"])
+        y_test = test["target"].to_numpy()
+        X_test = test[columns].to_numpy()
+        probabilities = {
+            name: model.predict_proba(X_test)[:, 1] for name, model in federated.items()
+        }
+        probabilities["local"] = local.predict_proba(test[columns])[:, 1]
+        probabilities["pooled"] = pooled.predict_proba(test[columns])[:, 1]
+        collected["y"].append(y_test)
+        row: dict[str, Any] = {
+            "hospital": hospital,
+            "train_rows": len(train),
+            "test_rows": len(test),
+            "malignant_share": float(np.mean(train["target"] == 0)),
+        }
+        for name, proba in probabilities.items():
+            collected[name].append(proba)
+            row[name] = _score(y_test, proba)
+        hospitals.append(row)
+    y_all = np.concatenate(collected["y"])
+    overall = {name: _score(y_all, np.concatenate(collected[name])) for name in names}
+    return overall, hospitals
+
+
 def run_demo(
     *,
     rounds: int = 10,
@@ -335,11 +413,18 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
     data_dir: Path | None = None,
+    strategy: str = "newton",
+    validation_fraction: float = 0.0,
 ) -> dict[str, Any]:
     """Run the demo federation and compare federated, local and pooled models.
 
     Four member processes each hold one hospital's part of breast_cancer; a
-    researcher member submits an encrypted FedAvg job of logistic regression.
+    researcher member submits an encrypted job of the ``fedavg`` kind that trains
+    logistic regression with ``strategy`` (``"newton"``, federated Newton steps, by
+    default; ``"fedavg"`` averages locally trained parameters). With
+    ``validation_fraction=0`` (the default) every member trains on all its
+    training rows, as the pooled model does; the job's per-round metrics are then
+    in-sample.
 
     Returns
     -------
@@ -347,14 +432,13 @@ def run_demo(
         ``federated``, ``local`` and ``pooled`` (each ``accuracy`` and ``auc`` on
         the union of the hospitals' held-out parts), ``hospitals`` (the same per
         hospital), ``seconds``, ``seconds_per_round``, ``rounds``, ``bytes_sent``,
-        ``bytes_received``, ``key_bits`` and ``split``.
+        ``bytes_received``, ``key_bits``, ``strategy``, ``validation_fraction``,
+        ``final_metrics`` (the job's last per-round metrics) and ``split``.
     """
     import numpy as np
-    import pandas as pd
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+
+    from workbench.jobs.fedavg import fedavg_spec
+    from workbench.jobs.spec import EncryptionSpec
 
     started = time.monotonic()
     frame, parts = split_demo_data(seed)
@@ -370,62 +454,27 @@ def run_demo(
         federation = LocalFederation(files, data_dir=root / "federation", poll_wait=5)
         with federation:
             assert federation.researcher is not None
-            job = federation.researcher.train(
+            spec = fedavg_spec(
                 dataset="breast_cancer",
                 model="logistic_regression",
                 rounds=rounds,
                 classes=[0, 1],
-                key_bits=key_bits,
+                members=list(files),
                 seed=seed,
                 round_deadline=120,
+                strategy=strategy,
+                validation_fraction=validation_fraction,
+                encryption=EncryptionSpec(
+                    key_bits=key_bits, allow_insecure_keys=key_bits < 2048
+                ),
             )
+            job = federation.researcher.submit(spec)
             job.wait(progress=progress)
             model = job.model
             status = job.status()
             history = job.history
 
-    def score(y_true: Any, proba: Any) -> dict[str, float]:
-        auc = float(roc_auc_score(y_true, proba)) if len(set(y_true)) > 1 else np.nan
-        return {
-            "accuracy": float(accuracy_score(y_true, proba >= 0.5)),
-            "auc": auc,
-        }
-
-    pooled_train = pd.concat([train for train, _ in parts.values()])
-    pooled = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    pooled.fit(pooled_train[features], pooled_train["target"])
-    hospitals = []
-    collected: dict[str, list[Any]] = {
-        "y": [],
-        "federated": [],
-        "local": [],
-        "pooled": [],
-    }
-    for hospital, (train, test) in parts.items():
-        local = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-        local.fit(train[features], train["target"])
-        y_test = test["target"].to_numpy()
-        probabilities = {
-            "federated": model.predict_proba(test[features].to_numpy())[:, 1],
-            "local": local.predict_proba(test[features])[:, 1],
-            "pooled": pooled.predict_proba(test[features])[:, 1],
-        }
-        collected["y"].append(y_test)
-        row: dict[str, Any] = {
-            "hospital": hospital,
-            "train_rows": len(train),
-            "test_rows": len(test),
-            "malignant_share": float(np.mean(train["target"] == 0)),
-        }
-        for name, proba in probabilities.items():
-            collected[name].append(proba)
-            row[name] = score(y_test, proba)
-        hospitals.append(row)
-    y_all = np.concatenate(collected["y"])
-    overall = {
-        name: score(y_all, np.concatenate(collected[name]))
-        for name in ("federated", "local", "pooled")
-    }
+    overall, hospitals = compare_models(parts, features, {"federated": model})
     closed = [r for r in status["rounds"] if r["closed_at"] is not None]
     round_seconds = [r["closed_at"] - r["opened_at"] for r in closed]
     return {
@@ -439,7 +488,12 @@ def run_demo(
         "bytes_sent": int(sum(r["bytes_up"] for r in status["rounds"])),
         "bytes_received": int(sum(r["bytes_down"] for r in status["rounds"])),
         "key_bits": key_bits,
-        "final_val_accuracy": float(history["val_accuracy"].iloc[-1]),
+        "strategy": strategy,
+        "validation_fraction": validation_fraction,
+        "final_metrics": {
+            name: float(history[name].iloc[-1])
+            for name in ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
+        },
         "split": DEMO_SPLIT,
     }
 
@@ -450,10 +504,18 @@ def format_demo(result: Mapping[str, Any]) -> str:
     def pair(entry: Mapping[str, float]) -> str:
         return f"{100 * entry['accuracy']:5.1f}%  {entry['auc']:.3f}"
 
+    strategy = str(result.get("strategy", "fedavg"))
+    held_out = float(result.get("validation_fraction", 0.0))
+    rows = (
+        "every training row trains"
+        if held_out == 0
+        else f"{100 * held_out:.0f}% of each member's rows kept for validation"
+    )
     lines = [
-        "Encrypted FedAvg on breast_cancer: four hospitals, "
+        f"Encrypted federated training on breast_cancer: four hospitals, "
         f"{result['training_rounds']} training rounds, {result['key_bits']}-bit "
         "Paillier keys",
+        f"federated = strategy {strategy!r} of the fedavg job kind; {rows}",
         "",
         f"{'hospital':<12} {'train':>5} {'test':>4}   "
         f"{'federated':>14}   {'local only':>14}   {'pooled':>14}",

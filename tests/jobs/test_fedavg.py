@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from workbench.crypto import (
     PackedEncoding,
@@ -16,13 +20,17 @@ from workbench.errors import JobSpecError
 from workbench.jobs import get_job_kind
 from workbench.jobs.fedavg import (
     FedAvgOptions,
+    FedAvgRunner,
     build_model,
     fedavg_spec,
     history,
+    newton_parameters,
     phase,
     pooled_scaler,
 )
 from workbench.jobs.spec import EncryptionSpec
+from workbench.member.datasets import LocalDataset
+from workbench.models.logistic import logistic_derivatives, pack_hessian
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +156,148 @@ def test_model_and_history_from_aggregates(keys) -> None:  # type: ignore[no-unt
     assert table.loc[0, "n_train"] == 40 and table.loc[0, "n_validation"] == 10
     assert table.loc[0, "val_loss"] == pytest.approx(0.34, abs=1e-3)
     assert table.loc[0, "val_accuracy"] == pytest.approx(0.86, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"strategy": "scaffold"}, "strategy must be one of"),
+        ({"strategy": "newton", "model": "sgd_classifier"}, "logistic_regression only"),
+        ({"strategy": "newton", "classes": [0, 1, 2]}, "takes two classes, got 3"),
+        ({"strategy": "newton", "model_params": {"C": -1.0}}, "C must be a positive"),
+    ],
+)
+def test_bad_newton_settings_are_named(changes, message) -> None:  # type: ignore[no-untyped-def]
+    """A strategy the job cannot run is refused, saying why."""
+    with pytest.raises(JobSpecError, match=message):
+        spec(**changes)
+
+
+def _newton_sums(keys, parts, made, steps):  # type: ignore[no-untyped-def]
+    """Run ``steps`` encrypted Newton rounds over ``parts`` as the members would."""
+    public_key, private_key = keys
+    encoding = PackedEncoding(clip=64.0, bits=32, max_contributions=3, max_weight=1000)
+    sums: dict[int, dict[str, object]] = {}
+    n_features = parts[0][0].shape[1]
+    for number in range(1, steps + 1):
+        start = newton_parameters(made, sums, n_features)
+        uploads = {"gradient": [], "hessian": []}
+        for X, y in parts:
+            gradient, hessian = logistic_derivatives(start, X, y)
+            uploads["gradient"].append(
+                encrypt_vector(public_key, gradient, encoding, weight=len(y))
+            )
+            uploads["hessian"].append(
+                encrypt_vector(
+                    public_key, pack_hessian(hessian), encoding, weight=len(y)
+                )
+            )
+        sums[number] = {
+            name: decrypt_vector(private_key, aggregate(vectors))
+            for name, vectors in uploads.items()
+        }
+    return sums
+
+
+def test_newton_reaches_the_pooled_optimum(keys) -> None:  # type: ignore[no-untyped-def]
+    """Encrypted Newton steps on label-skewed members match a pooled fit."""
+    rng = np.random.default_rng(7)
+    weights = np.array([1.5, -2.0, 0.7])
+    parts = []
+    for n, shift in ((60, -1.0), (90, 0.5), (40, 1.5)):
+        X = rng.normal(loc=shift, size=(n, 3))
+        y = (rng.random(n) < 1 / (1 + np.exp(-(X @ weights + 0.3)))).astype(float)
+        parts.append((X, y))
+    made = spec(standardize=False, rounds=8, strategy="newton", model_params={"C": 0.5})
+    sums = _newton_sums(keys, parts, made, 8)
+    model = build_model(made, sums)
+    X_all = np.vstack([X for X, _ in parts])
+    y_all = np.concatenate([y for _, y in parts])
+    pooled = LogisticRegression(C=0.5, tol=1e-10, max_iter=1000).fit(X_all, y_all)
+    np.testing.assert_allclose(model[-1].coef_, pooled.coef_, atol=1e-4)
+    np.testing.assert_allclose(model[-1].intercept_, pooled.intercept_, atol=1e-4)
+    one_step = build_model(made, {1: sums[1]})
+    assert np.max(np.abs(one_step[-1].coef_ - pooled.coef_)) > 1e-3
+    table = history(made, sums)
+    assert list(table["n_train"]) == [190] * 8
+
+
+def test_newton_needs_every_training_round(keys) -> None:  # type: ignore[no-untyped-def]
+    """A gap in the training rounds is refused instead of giving a wrong model."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(30, 2))
+    y = (X[:, 0] > 0).astype(float)
+    made = spec(standardize=False, rounds=3, strategy="newton")
+    sums = _newton_sums(keys, [(X, y)], made, 3)
+    del sums[2]
+    with pytest.raises(JobSpecError, match=r"every training round from 1 on.*\[1, 3\]"):
+        build_model(made, sums)
+
+
+class _Context:
+    """One member's side of a job whose rounds live in a dictionary."""
+
+    def __init__(self, made, member, frame, uploads, keys):  # type: ignore[no-untyped-def]
+        self.job_id, self.spec, self.member = "test", made, member
+        self.participants, self.submitter = list(made.members), "a"
+        self.public_key, self.private_key = keys
+        self._dataset = LocalDataset("d", frame, target="y")
+        self._uploads = uploads
+
+    def dataset(self):  # type: ignore[no-untyped-def]
+        return self._dataset
+
+    def upload(self, round, vectors):  # type: ignore[no-untyped-def]
+        self._uploads.setdefault(round, {})[self.member] = dict(vectors)
+
+    def aggregate(self, round):  # type: ignore[no-untyped-def]
+        updates = list(self._uploads[round].values())
+        return {name: aggregate([u[name] for u in updates]) for name in updates[0]}
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25])
+def test_newton_runner_matches_pooled_fit(keys, fraction) -> None:  # type: ignore[no-untyped-def]
+    """Members running the Newton strategy end at the pooled fit of their rows."""
+    rng = np.random.default_rng(11)
+    frames = {}
+    for member, (n, shift) in {"a": (70, -0.8), "b": (50, 1.2)}.items():
+        X = rng.normal(loc=shift, scale=[1.0, 30.0], size=(n, 2)) + [0.0, 200.0]
+        margin = 1.2 * X[:, 0] - 0.05 * (X[:, 1] - 200.0) + 0.2
+        y = (rng.random(n) < 1 / (1 + np.exp(-margin))).astype(int)
+        frames[member] = pd.DataFrame({"f0": X[:, 0], "f1": X[:, 1], "y": y})
+    made = spec(rounds=6, strategy="newton", validation_fraction=fraction)
+    uploads: dict = {}
+    contexts = {m: _Context(made, m, f, uploads, keys) for m, f in frames.items()}
+    runners = {m: FedAvgRunner(made) for m in frames}
+    for number in range(1, made.rounds + 1):
+        for member in frames:
+            runners[member].run_round(contexts[member], number)
+    sums = {
+        number: {
+            name: decrypt_vector(keys[1], vector)
+            for name, vector in contexts["a"].aggregate(number).items()
+        }
+        for number in uploads
+    }
+    model = build_model(made, sums)
+    trained = [runners[m]._split for m in frames]
+    X_all = np.vstack([part[0] for part in trained])
+    y_all = np.concatenate([part[1] for part in trained])
+    assert len(y_all) == (120 if fraction == 0 else 90)
+    pooled = make_pipeline(StandardScaler(), LogisticRegression(tol=1e-10))
+    pooled.fit(X_all, y_all)
+    probe = rng.normal(loc=[0.0, 200.0], scale=[1.0, 30.0], size=(40, 2))
+    np.testing.assert_allclose(
+        model.predict_proba(probe), pooled.predict_proba(probe), atol=1e-4
+    )
+    table = history(made, sums)
+    training = table[table["phase"] == "train"]
+    assert list(training["n_train"]) == [len(y_all)] * 6
+    measured, empty = ("train", "val") if fraction == 0 else ("val", "train")
+    assert training[f"{measured}_accuracy"].notna().all()
+    losses = training[f"{measured}_loss"]
+    assert losses.iloc[0] == pytest.approx(np.log(2), abs=1e-3)
+    assert losses.iloc[-1] != pytest.approx(losses.iloc[0], abs=1e-2)
+    if fraction == 0:
+        assert losses.iloc[-1] < losses.iloc[0] - 0.1
+    assert training[f"{empty}_accuracy"].isna().all()

@@ -18,13 +18,26 @@ Rounds of a FedAvg job (``spec.rounds`` in all):
    together with the validation loss and accuracy of its updated model weighted by
    its validation row count. The weights are encrypted with the values.
 
+With ``strategy="newton"`` (two classes, ``logistic_regression`` only) a training
+round is one step of federated Newton's method instead: each member evaluates the
+gradient and the Hessian of the logistic loss at the current global parameters on
+its training rows and uploads their means weighted by its row count; the decrypted
+aggregates are the pooled mean gradient and Hessian, to which every member adds the
+L2 penalty of the pooled objective (``1 / (C * N)`` per row, ``N`` the total row
+count, intercept not penalized) and takes the Newton step. The global parameters of
+a round are replayed from the aggregates of the earlier rounds, so members and the
+submitter agree on them without sending them. The metrics of a Newton round are
+those of the global parameters the round starts from.
+
 Everything a member does is seeded by the job's seed, the round and the member's
 name, so a job gives the same model whenever it is run with the same seed,
 including after a coordinator restart.
 
 Options (``spec.options``): ``classes`` (list, required), ``standardize`` (bool,
 default true), ``local_epochs`` (int, default 5), ``validation_fraction`` (float,
-default 0.2), ``moments_clip`` (float, default 1e6).
+default 0.2; with 0 every row trains and the metrics of each round are computed on
+the training rows, in-sample, and reported as such), ``moments_clip`` (float,
+default 1e6), ``strategy`` (``"fedavg"``, the default, or ``"newton"``).
 """
 
 from __future__ import annotations
@@ -53,6 +66,12 @@ from workbench.errors import DatasetError, JobSpecError
 from workbench.jobs import JobContext, register_job_kind
 from workbench.jobs.spec import EncryptionSpec, JobSpec
 from workbench.models import get_model
+from workbench.models.logistic import (
+    logistic_derivatives,
+    newton_step,
+    pack_hessian,
+    unpack_hessian,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +82,15 @@ __all__ = [
     "check_options",
     "fedavg_spec",
     "history",
+    "newton_parameters",
     "phase",
     "pooled_scaler",
 ]
 
 SCALE_CLIP = 64.0
 METRICS_CLIP = 32.0
+NEWTON_CLIP = 64.0
+STRATEGIES = ("fedavg", "newton")
 _TINY = 1e-12
 
 
@@ -81,6 +103,7 @@ class FedAvgOptions:
     local_epochs: int = 5
     validation_fraction: float = 0.2
     moments_clip: float = 1e6
+    strategy: str = "fedavg"
 
     @classmethod
     def from_spec(cls, spec: JobSpec) -> FedAvgOptions:
@@ -98,6 +121,7 @@ class FedAvgOptions:
             "local_epochs",
             "validation_fraction",
             "moments_clip",
+            "strategy",
         }
         unknown = sorted(set(options) - known)
         if unknown:
@@ -118,9 +142,14 @@ class FedAvgOptions:
                 f"local_epochs must be a positive integer, got {epochs!r}"
             )
         fraction = options.get("validation_fraction", 0.2)
-        if not isinstance(fraction, int | float) or not 0.0 < float(fraction) < 0.9:
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, int | float)
+            or not 0.0 <= float(fraction) < 0.9
+        ):
             raise JobSpecError(
-                f"validation_fraction must be between 0 and 0.9, got {fraction!r}"
+                f"validation_fraction must be between 0 and 0.9, got {fraction!r}",
+                hint="0 keeps no validation part: every row trains",
             )
         clip = options.get("moments_clip", 1e6)
         if not isinstance(clip, int | float) or not 0 < float(clip) <= 1e9:
@@ -140,12 +169,41 @@ class FedAvgOptions:
         if spec.model is None:
             raise JobSpecError("a FedAvg job must name a model", hint="e.g. model=...")
         get_model(spec.model)
+        strategy = options.get("strategy", "fedavg")
+        if strategy not in STRATEGIES:
+            raise JobSpecError(
+                f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}",
+                hint='use strategy="fedavg" or strategy="newton"',
+            )
+        if strategy == "newton":
+            _check_newton(spec, classes)
         return cls(
             classes=list(classes),
             standardize=standardize,
             local_epochs=int(epochs),
             validation_fraction=float(fraction),
             moments_clip=float(clip),
+            strategy=str(strategy),
+        )
+
+
+def _check_newton(spec: JobSpec, classes: list[Any]) -> None:
+    if spec.model != "logistic_regression":
+        raise JobSpecError(
+            f'strategy="newton" trains logistic_regression only, got '
+            f"model={spec.model!r}",
+            hint='use model="logistic_regression", or strategy="fedavg"',
+        )
+    if len(classes) != 2:
+        raise JobSpecError(
+            f'strategy="newton" takes two classes, got {len(classes)}: {classes!r}',
+            hint='use strategy="fedavg" for more classes',
+        )
+    C = dict(spec.model_params).get("C", 1.0)
+    if isinstance(C, bool) or not isinstance(C, int | float) or not C > 0:
+        raise JobSpecError(
+            f"logistic_regression: C must be a positive number, got {C!r}",
+            hint="e.g. model_params={'C': 1.0}",
         )
 
 
@@ -164,6 +222,7 @@ def fedavg_spec(
     standardize: bool = True,
     local_epochs: int = 5,
     validation_fraction: float = 0.2,
+    strategy: str = "fedavg",
     model_params: Mapping[str, Any] | None = None,
     features: Sequence[str] | None = None,
     target: str | None = None,
@@ -176,6 +235,9 @@ def fedavg_spec(
 
     With ``standardize`` the job runs two setup rounds first, so
     ``spec.rounds == rounds + 2``. ``min_members`` defaults to all members.
+    ``strategy`` is ``"fedavg"`` (average locally trained parameters) or
+    ``"newton"`` (one federated Newton step per training round; see the module's
+    description).
     """
     setup = 2 if standardize else 0
     spec = JobSpec(
@@ -196,6 +258,7 @@ def fedavg_spec(
             "standardize": standardize,
             "local_epochs": local_epochs,
             "validation_fraction": validation_fraction,
+            "strategy": strategy,
         },
     )
     check_options(spec)
@@ -203,7 +266,10 @@ def fedavg_spec(
 
 
 def phase(spec: JobSpec, number: int) -> str:
-    """The phase of round ``number``: ``"scale"``, ``"moments"`` or ``"train"``."""
+    """The phase of round ``number``: ``"scale"``, ``"moments"`` or ``"train"``.
+
+    A training round is ``"train"`` whatever the strategy.
+    """
     if FedAvgOptions.from_spec(spec).standardize and number <= 2:
         return "scale" if number == 1 else "moments"
     return "train"
@@ -270,6 +336,12 @@ def _encodings(spec: JobSpec, participants: int) -> dict[str, PackedEncoding]:
             max_contributions=contributions,
             max_weight=crypto.max_weight,
         ),
+        "newton": PackedEncoding(
+            clip=NEWTON_CLIP,
+            bits=32,
+            max_contributions=contributions,
+            max_weight=crypto.max_weight,
+        ),
     }
 
 
@@ -294,6 +366,7 @@ class FedAvgRunner:
         self.adapter = get_model(str(spec.model))
         self._split: tuple[Any, Any, Any, Any] | None = None
         self._scaler: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
+        self._newton_sums: dict[int, dict[str, DecryptedSum]] = {}
 
     def run_round(self, context: JobContext, round: int) -> None:
         """Compute and upload this member's update for ``round``."""
@@ -315,6 +388,8 @@ class FedAvgRunner:
             vectors = {
                 "moments": self._encrypt(context, moments, encodings["moments"], weight)
             }
+        elif self.options.strategy == "newton":
+            vectors = self._newton(context, round, X_train, y_train, X_val, y_val)
         else:
             vectors = self._train(context, round, X_train, y_train, X_val, y_val)
         context.upload(round, vectors)
@@ -357,20 +432,88 @@ class FedAvgRunner:
                 clipped,
                 encodings["params"].clip,
             )
-        proba = model.predict_proba(X_val)
-        loss = float(log_loss(y_val, proba, labels=model.classes_))
-        accuracy = float(np.mean(model.predict(X_val) == y_val))
         return {
             "params": self._encrypt(
                 context, parameters, encodings["params"], self._weight(len(y_train))
             ),
-            "metrics": self._encrypt(
-                context,
-                np.array([loss, accuracy]),
-                encodings["metrics"],
-                self._weight(len(y_val)),
-            ),
+            **self._metrics(context, model, X_train, y_train, X_val, y_val),
         }
+
+    def _newton(
+        self,
+        context: JobContext,
+        round: int,
+        X_train: NDArray[np.float64],
+        y_train: NDArray[Any],
+        X_val: NDArray[np.float64],
+        y_val: NDArray[Any],
+    ) -> dict[str, EncryptedVector]:
+        encoding = _encodings(self.spec, len(context.participants))["newton"]
+        if self.options.standardize:
+            mean, std = self._pooled_scaler(context)
+            X_train = (X_train - mean) / std
+            X_val = (X_val - mean) / std
+        for number in range(first_training_round(self.spec), round):
+            if number not in self._newton_sums:
+                self._newton_sums[number] = {
+                    name: self._decrypted(context, number, name)
+                    for name in ("gradient", "hessian")
+                }
+        parameters = newton_parameters(self.spec, self._newton_sums, X_train.shape[1])
+        fit_intercept = _fit_intercept(self.spec)
+        positive = self.options.classes[1]
+        gradient, hessian = logistic_derivatives(
+            parameters,
+            X_train,
+            (y_train == positive).astype(float),
+            fit_intercept=fit_intercept,
+        )
+        packed = pack_hessian(hessian)
+        clipped = int(np.sum(np.abs(gradient) > encoding.clip))
+        clipped += int(np.sum(np.abs(packed) > encoding.clip))
+        if clipped:
+            logger.warning(
+                "job %s round %d: %d gradient or Hessian values exceed the clip "
+                "bound %g and are clipped",
+                context.job_id,
+                round,
+                clipped,
+                encoding.clip,
+            )
+        model = self.adapter.build(self.spec.model_params, random_state=0)
+        self.adapter.set_parameters(
+            model,
+            _full_parameters(parameters, fit_intercept),
+            X_train.shape[1],
+            self.options.classes,
+        )
+        weight = self._weight(len(y_train))
+        return {
+            "gradient": self._encrypt(context, gradient, encoding, weight),
+            "hessian": self._encrypt(context, packed, encoding, weight),
+            **self._metrics(context, model, X_train, y_train, X_val, y_val),
+        }
+
+    def _metrics(
+        self,
+        context: JobContext,
+        model: Any,
+        X_train: NDArray[np.float64],
+        y_train: NDArray[Any],
+        X_val: NDArray[np.float64],
+        y_val: NDArray[Any],
+    ) -> dict[str, EncryptedVector]:
+        # Without a validation part the metrics are in-sample, and named so.
+        name = "metrics" if len(y_val) else "train_metrics"
+        X, y = (X_val, y_val) if len(y_val) else (X_train, y_train)
+        proba = model.predict_proba(X)
+        loss = float(log_loss(y, proba, labels=model.classes_))
+        accuracy = float(np.mean(model.predict(X) == y))
+        encoding = _encodings(self.spec, len(context.participants))["metrics"]
+        vector = self._encrypt(
+            context, np.array([loss, accuracy]), encoding, self._weight(len(y))
+        )
+        return {name: vector}
 
     def _data(self, context: JobContext) -> tuple[Any, Any, Any, Any]:
         if self._split is not None:
@@ -387,7 +530,7 @@ class FedAvgRunner:
             )
         n = len(y)
         n_val = int(round(self.options.validation_fraction * n))
-        if n_val < 1 or n - n_val < 2:
+        if (n_val < 1 and self.options.validation_fraction > 0) or n - n_val < 2:
             raise DatasetError(
                 f"the dataset has {n} rows, too few to split into training and "
                 "validation parts",
@@ -457,6 +600,67 @@ class FedAvgRunner:
         )
 
 
+def _fit_intercept(spec: JobSpec) -> bool:
+    return bool(dict(spec.model_params).get("fit_intercept", True))
+
+
+def _full_parameters(
+    parameters: NDArray[np.float64], fit_intercept: bool
+) -> NDArray[np.float64]:
+    # The adapters always carry an intercept; without one it stays zero.
+    return parameters if fit_intercept else np.append(parameters, 0.0)
+
+
+def newton_parameters(
+    spec: JobSpec, sums: Mapping[int, Mapping[str, DecryptedSum]], n_features: int
+) -> NDArray[np.float64]:
+    """The global parameters after the Newton steps of the training rounds in ``sums``.
+
+    Parameters
+    ----------
+    spec : JobSpec
+        A job with ``strategy="newton"``.
+    sums : mapping of round to mapping of vector name to DecryptedSum
+        Rounds holding ``gradient`` and ``hessian`` aggregates, which must be every
+        training round from the first one on; other rounds are ignored.
+    n_features : int
+
+    Returns
+    -------
+    numpy.ndarray
+        Coefficients, then the intercept if the model fits one: zeros when no
+        training round is given.
+
+    Raises
+    ------
+    JobSpecError
+        If a training round is missing between the first one and the last given.
+    """
+    fit_intercept = _fit_intercept(spec)
+    C = float(dict(spec.model_params).get("C", 1.0))  # type: ignore[arg-type]
+    parameters = np.zeros(n_features + int(fit_intercept))
+    steps = sorted(r for r in sums if "gradient" in sums[r])
+    first = first_training_round(spec)
+    if steps and steps != list(range(first, steps[-1] + 1)):
+        raise JobSpecError(
+            f"Newton steps need every training round from {first} on, got rounds "
+            f"{steps}",
+            hint="pass the aggregates of every closed training round",
+        )
+    for number in steps:
+        gradient = sums[number]["gradient"]
+        hessian = sums[number]["hessian"].mean()
+        parameters = newton_step(
+            parameters,
+            gradient.mean(),
+            unpack_hessian(hessian, len(parameters)),
+            C=C,
+            n_samples=int(gradient.weight or 0),
+            fit_intercept=fit_intercept,
+        )
+    return parameters
+
+
 def build_model(spec: JobSpec, sums: Mapping[int, Mapping[str, DecryptedSum]]) -> Any:
     """The job's global model from the decrypted aggregates of its rounds.
 
@@ -475,15 +679,23 @@ def build_model(spec: JobSpec, sums: Mapping[int, Mapping[str, DecryptedSum]]) -
     """
     options = FedAvgOptions.from_spec(spec)
     adapter = get_model(str(spec.model))
-    trained = [r for r in sorted(sums) if "params" in sums[r]]
+    vector = "gradient" if options.strategy == "newton" else "params"
+    trained = [r for r in sorted(sums) if vector in sums[r]]
     if not trained:
         raise JobSpecError(
             "no training round of the job has closed yet, so there is no model",
             hint="wait for the job: job.wait()",
         )
-    parameters = sums[trained[-1]]["params"].mean()
-    rows = 1 if len(options.classes) == 2 else len(options.classes)
-    n_features = len(parameters) // rows - 1
+    if options.strategy == "newton":
+        fit_intercept = _fit_intercept(spec)
+        n_features = len(sums[trained[-1]]["gradient"].values) - int(fit_intercept)
+        parameters = _full_parameters(
+            newton_parameters(spec, sums, n_features), fit_intercept
+        )
+    else:
+        parameters = sums[trained[-1]]["params"].mean()
+        rows = 1 if len(options.classes) == 2 else len(options.classes)
+        n_features = len(parameters) // rows - 1
     model = adapter.build(spec.model_params, random_state=spec.seed)
     adapter.set_parameters(model, parameters, n_features, options.classes)
     scaler = StandardScaler()
@@ -493,7 +705,7 @@ def build_model(spec: JobSpec, sums: Mapping[int, Mapping[str, DecryptedSum]]) -
         mean, std = np.zeros(n_features), np.ones(n_features)
     scaler.mean_, scaler.scale_, scaler.var_ = mean, std, std**2
     scaler.n_features_in_ = n_features
-    scaler.n_samples_seen_ = int(sums[trained[-1]]["params"].weight or 0)
+    scaler.n_samples_seen_ = int(sums[trained[-1]][vector].weight or 0)
     if spec.features is not None:
         names = np.asarray(spec.features, dtype=object)
         scaler.feature_names_in_ = names
@@ -507,12 +719,16 @@ def history(
 
     Columns: ``round``, ``phase``, ``members`` (updates added), ``n_train``,
     ``n_validation``, ``val_loss`` and ``val_accuracy`` (validation-weighted means
-    over members of their updated local models; empty in setup rounds).
+    over members of their updated local models, or with ``strategy="newton"`` of
+    the global parameters the round starts from; empty in setup rounds), then
+    ``train_loss`` and ``train_accuracy`` (the same on the training rows, only in
+    a job with ``validation_fraction=0``).
     """
     rows = []
     for number in sorted(sums):
         entry = sums[number]
-        first = next(iter(entry.values()))
+        counted = [n for n in ("params", "gradient", "scale", "moments") if n in entry]
+        first = entry[counted[0]] if counted else next(iter(entry.values()))
         row: dict[str, Any] = {
             "round": number,
             "phase": phase(spec, number),
@@ -521,6 +737,8 @@ def history(
             "n_validation": None,
             "val_loss": np.nan,
             "val_accuracy": np.nan,
+            "train_loss": np.nan,
+            "train_accuracy": np.nan,
         }
         if "metrics" in entry:
             loss, accuracy = entry["metrics"].mean()
@@ -529,6 +747,9 @@ def history(
                 val_loss=float(loss),
                 val_accuracy=float(accuracy),
             )
+        if "train_metrics" in entry:
+            loss, accuracy = entry["train_metrics"].mean()
+            row.update(train_loss=float(loss), train_accuracy=float(accuracy))
         rows.append(row)
     columns = [
         "round",
@@ -538,6 +759,8 @@ def history(
         "n_validation",
         "val_loss",
         "val_accuracy",
+        "train_loss",
+        "train_accuracy",
     ]
     return pd.DataFrame(rows, columns=columns)
 
