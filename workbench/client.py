@@ -79,6 +79,11 @@ class CoordinatorClient:
             base_url=self.url, headers=headers, timeout=timeout, verify=tls
         )
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._http.is_closed
+
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()

@@ -7,7 +7,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from workbench.errors import AuthenticationError, DatasetError
+from workbench.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    DatasetError,
+    InvalidNameError,
+)
 from workbench.member import Credential, DatasetRegistry
 
 
@@ -70,3 +75,61 @@ def test_credential_round_trip(tmp_path: Path) -> None:
     path.write_text("{}")
     with pytest.raises(AuthenticationError, match="not a Workbench credential file"):
         Credential.load(path)
+
+
+@pytest.mark.parametrize("name", ["../../x", "", ".hidden", "a/b", "x" * 65, 7])
+def test_bad_dataset_names_are_refused(name: object) -> None:
+    """A name that breaks the naming rule is refused at registration."""
+    with pytest.raises(InvalidNameError, match="dataset name"):
+        DatasetRegistry().register(name, frame(), target="label")  # type: ignore[arg-type]
+
+
+def test_missing_target_in_a_file_is_refused_at_registration(tmp_path: Path) -> None:
+    """A CSV without the target column is refused when registered, naming it."""
+    path = tmp_path / "d.csv"
+    frame().to_csv(path, index=False)
+    registry = DatasetRegistry()
+    with pytest.raises(DatasetError, match="no target column 'nocol'"):
+        registry.register("d", path, target="nocol")
+    assert registry.names() == []
+
+
+def test_unknown_feature_is_refused_at_registration() -> None:
+    """features=[...] naming a column the table lacks is refused, naming it."""
+    with pytest.raises(DatasetError, match="no feature column 'zzz'"):
+        DatasetRegistry().register("d", frame(), target="label", features=["zzz"])
+
+
+def test_non_numeric_feature_is_refused_at_registration() -> None:
+    """A named feature that is not numeric is refused with its dtype."""
+    with pytest.raises(DatasetError, match="'site' .* not numeric"):
+        DatasetRegistry().register("d", frame(), target="label", features=["site"])
+
+
+def test_all_missing_column_is_refused() -> None:
+    """A column with no value at all is refused, naming it."""
+    data = frame().assign(empty=float("nan"))
+    with pytest.raises(DatasetError, match="'empty' .* holds no value"):
+        DatasetRegistry().register("d", data, target="label")
+
+
+def test_empty_frame_is_refused() -> None:
+    """A table without rows is refused."""
+    with pytest.raises(DatasetError, match="has no rows"):
+        DatasetRegistry().register("d", frame().iloc[:0], target="label")
+
+
+@pytest.mark.parametrize("data", [[[1, 2]], {"a": [1]}, 3])
+def test_data_of_the_wrong_type_is_refused(data: object) -> None:
+    """Data that is neither a DataFrame nor a path says what to pass."""
+    with pytest.raises(ConfigurationError, match="must be a pandas DataFrame"):
+        DatasetRegistry().register("d", data, target="label")  # type: ignore[arg-type]
+
+
+def test_public_message_of_a_missing_value_has_no_count() -> None:
+    """The public message of a gap in a feature leaves out its count."""
+    data = frame().assign(age=[50.0, None, 47.0])
+    dataset = DatasetRegistry().register("d", data, target="label", features=["age"])
+    with pytest.raises(DatasetError, match="1 missing values") as caught:
+        dataset.xy()
+    assert "1" not in caught.value.public_message  # type: ignore[attr-defined]

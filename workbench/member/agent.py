@@ -6,14 +6,18 @@ result. It runs in a background thread inside a notebook kernel
 (:meth:`MemberAgent.start`) or in the foreground as a daemon
 (:meth:`MemberAgent.run_forever`, used by ``workbench member``).
 
-An exception in local work is reported to the coordinator as a failed task, with
-its message, and the loop goes on. A coordinator that cannot be reached is retried
-with backoff, so a restarted coordinator finds its members again.
+An exception in local work is reported to the coordinator as a failed task and
+the loop goes on. The report holds only the error's class, its code and a message
+without data values (:func:`public_reason`); the full message, which may name
+local values such as labels, stays in this member's log at WARNING. A coordinator
+that cannot be reached is retried with backoff, so a restarted coordinator finds its
+members again.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -44,10 +48,82 @@ from workbench.wire import decode_bundle, encode_bundle
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MemberAgent", "MemberContext"]
+__all__ = ["MemberAgent", "MemberContext", "public_reason"]
 
 T = TypeVar("T")
+
+#: Longest single long-poll for tasks, in seconds: a stop request waits at most
+#: this long. A shorter poll costs one small request more every few seconds.
+POLL_SLICE = 5.0
 Approval = Callable[[JobSpec], bool]
+
+
+# Messages of the job kinds' own checks that may carry data values, and the same
+# fact without them. Counts of columns are kept (they are the schema's size, which
+# the querier needs to fix a query); labels, values and row counts are not.
+_PUBLIC_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"the target holds labels"),
+        "the target holds a label not among the job's classes",
+    ),
+    (
+        re.compile(r"has (\d+) feature columns; the query objects have (\d+)"),
+        "the dataset has {0} feature columns; the query objects have {1}",
+    ),
+    (
+        re.compile(r"too few to split"),
+        "the dataset has too few rows to split into training and validation parts",
+    ),
+    (
+        re.compile(r"exceed the job's max_weight"),
+        "the dataset's row count exceeds the job's encryption.max_weight",
+    ),
+    (
+        re.compile(r"too far from zero"),
+        "a feature lies too far from zero relative to its spread to be "
+        "standardized under encryption",
+    ),
+    (
+        re.compile(r"^no dataset named '([A-Za-z0-9._-]{1,64})' is registered"),
+        "no dataset named '{0}' is registered on this member",
+    ),
+    (
+        re.compile(r"^the query objects"),
+        "the query objects do not match the job's spec",
+    ),
+)
+_PRIVATE_HINT = "see the member's log"
+
+
+def public_reason(exc: BaseException) -> str:
+    """The failure report of ``exc`` that may be sent to the coordinator.
+
+    It holds the error's class, its code and a message without data values: the
+    error's ``public_message`` where our own checks set one, else a rewording of a
+    known check's message, else only "see the member's log".
+
+    Parameters
+    ----------
+    exc : BaseException
+        The exception raised by local work.
+
+    Returns
+    -------
+    str
+        ``"DatasetError [dataset_error]: the target holds a label not among the
+        job's classes"``, say.
+    """
+    name = type(exc).__name__
+    public = getattr(exc, "public_message", None)
+    if not isinstance(exc, WorkbenchError):
+        return f"{name}: {public or _PRIVATE_HINT}"
+    if public is None:
+        for pattern, text in _PUBLIC_MESSAGES:
+            found = pattern.search(exc.message)
+            if found is not None:
+                public = text.format(*found.groups())
+                break
+    return f"{name} [{exc.code}]: {public or _PRIVATE_HINT}"
 
 
 class MemberContext:
@@ -116,7 +192,9 @@ class MemberContext:
         if round not in self._aggregates:
             while True:
                 data = self._agent.retry(
-                    lambda: self._agent.client.aggregate(self.job_id, round, wait=20)
+                    lambda: self._agent.client.aggregate(
+                        self.job_id, round, wait=POLL_SLICE
+                    )
                 )
                 if data is not None:
                     break
@@ -148,7 +226,7 @@ class MemberContext:
         while True:
             data = self._agent.retry(
                 lambda: self._agent.client.get_blob(
-                    self.job_id, round, name, sender=sender, wait=20
+                    self.job_id, round, name, sender=sender, wait=POLL_SLICE
                 )
             )
             if data is not None:
@@ -200,6 +278,7 @@ class MemberAgent:
         self.approve = approve
         self.poll_wait = poll_wait
         self.retry_for = retry_for
+        self._verify = verify
         self.client = CoordinatorClient(
             credential.coordinator, credential.token, verify=verify
         )
@@ -209,6 +288,8 @@ class MemberAgent:
         self._keys: dict[str, bytes] = {}
         self.tasks_done = 0
         self.tasks_failed = 0
+        #: Whether the loop is waiting for a task (and holds no work in progress).
+        self.polling = False
 
     # Running ----------------------------------------------------------------------
 
@@ -217,6 +298,10 @@ class MemberAgent:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
+        if self.client.closed:
+            self.client = CoordinatorClient(
+                self.credential.coordinator, self.credential.token, verify=self._verify
+            )
         self._thread = threading.Thread(
             target=self.run_forever,
             name=f"workbench-member-{self.credential.member}",
@@ -225,10 +310,14 @@ class MemberAgent:
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Ask the loop to stop and wait up to ``timeout`` seconds for it."""
+        """Ask the loop to stop and wait up to ``timeout`` seconds for it.
+
+        A background loop in the middle of a long-poll ends when that poll does
+        (within :data:`POLL_SLICE` seconds).
+        """
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout if timeout is not None else self.poll_wait + 5)
+            self._thread.join(timeout if timeout is not None else POLL_SLICE + 5)
 
     @property
     def running(self) -> bool:
@@ -247,7 +336,11 @@ class MemberAgent:
         backoff = 0.2
         while not self._stop.is_set():
             try:
-                task = self.client.next_task(wait=self.poll_wait)
+                self.polling = True
+                try:
+                    task = self.client.next_task(wait=min(self.poll_wait, POLL_SLICE))
+                finally:
+                    self.polling = False
                 backoff = 0.2
             except CoordinatorUnavailableError:
                 self._stop.wait(backoff)
@@ -259,6 +352,7 @@ class MemberAgent:
                 continue
             if task is not None:
                 self.handle(task)
+        self.client.close()
         logger.info("member %s stopped", self.credential.member)
 
     def _warm_up(self) -> None:
@@ -285,9 +379,14 @@ class MemberAgent:
             logger.warning("job %s round %d: %s", job_id, number, exc.message)
         except Exception as exc:
             self.tasks_failed += 1
-            message = f"{type(exc).__name__}: {exc}"
+            message = public_reason(exc)
             logger.warning(
-                "job %s round %d: local work failed: %s", job_id, number, message
+                "job %s round %d: local work failed: %s: %s (reported as: %s)",
+                job_id,
+                number,
+                type(exc).__name__,
+                exc,
+                message,
             )
             try:
                 self.retry(lambda: self.client.report_failure(job_id, number, message))
@@ -300,15 +399,22 @@ class MemberAgent:
         self, job_id: str, task: dict[str, Any]
     ) -> tuple[JobRunner, MemberContext]:
         if job_id not in self._runners:
-            spec = parse_spec(task["spec"])
+            try:
+                spec = parse_spec(task["spec"])
+                kind = get_job_kind(spec.kind)
+                if kind.check_options is not None:
+                    kind.check_options(spec)
+            except WorkbenchError as exc:
+                # These checks read the spec only, which the coordinator holds.
+                exc.public_message = exc.message  # type: ignore[attr-defined]
+                raise
             if self.approve is not None and not self.approve(spec):
-                raise PermissionError(
+                declined = PermissionError(
                     f"declined by the data owner of {self.credential.member}"
                 )
+                declined.public_message = str(declined)  # type: ignore[attr-defined]
+                raise declined
             self.datasets.get(spec.dataset)
-            kind = get_job_kind(spec.kind)
-            if kind.check_options is not None:
-                kind.check_options(spec)
             status = self.retry(lambda: self.client.job(job_id))
             context = MemberContext(self, job_id, spec, status)
             self._runners[job_id] = (kind.runner(spec), context)

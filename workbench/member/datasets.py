@@ -19,11 +19,32 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench.errors import DatasetError, MissingDependencyError
+from workbench.errors import ConfigurationError, DatasetError, MissingDependencyError
+from workbench.names import validate_name
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DatasetRegistry", "LocalDataset"]
+__all__ = ["DatasetRegistry", "LocalDataset", "public_error"]
+
+
+def public_error(message: str, public: str, *, hint: str | None = None) -> DatasetError:
+    """A DatasetError whose ``public_message`` carries no value of the data.
+
+    The member agent reports ``public_message`` to the coordinator when local work
+    fails, and keeps ``message`` (which may name local values) in its own log.
+
+    Parameters
+    ----------
+    message : str
+        The full message, for the data owner.
+    public : str
+        The same fact without data values, for the coordinator.
+    hint : str, optional
+        What to do next.
+    """
+    error = DatasetError(message, hint=hint)
+    error.public_message = public  # type: ignore[attr-defined]
+    return error
 
 
 class LocalDataset:
@@ -52,13 +73,34 @@ class LocalDataset:
         features: Sequence[str] | None = None,
         publish: bool = False,
     ) -> None:
-        self.name = name
+        self.name = validate_name("dataset", name)
+        if not isinstance(target, str) or not target:
+            raise ConfigurationError(
+                f"target must be the name of the target column, got {target!r}",
+                hint="pass target='diagnosis', say",
+            )
+        if features is not None and (
+            isinstance(features, str)
+            or not isinstance(features, Sequence)
+            or not all(isinstance(f, str) for f in features)
+        ):
+            raise ConfigurationError(
+                f"features must be a list of column names, got {features!r}",
+                hint="pass features=['age', 'weight'], or leave it out for every "
+                "column but the target",
+            )
         self.target = target
         self.publish = publish
         self._path: Path | None = None
         self._frame: pd.DataFrame | None = None
         if isinstance(data, pd.DataFrame):
             self._frame = data
+        elif not isinstance(data, str | os.PathLike):
+            raise ConfigurationError(
+                f"the data of dataset {name!r} must be a pandas DataFrame or the "
+                f"path of a .csv or .parquet file, got a {type(data).__name__}",
+                hint="wrap it first: pandas.DataFrame(rows, columns=[...])",
+            )
         else:
             self._path = Path(data)
             if self._path.suffix.lower() not in (".csv", ".parquet", ".pq"):
@@ -120,7 +162,8 @@ class LocalDataset:
         columns = list(features) if features is not None else self.features
         for column in [*columns, target]:
             if column not in frame.columns:
-                raise DatasetError(
+                raise public_error(
+                    f"dataset {self.name!r} has no column {column!r}",
                     f"dataset {self.name!r} has no column {column!r}",
                     hint=f"its columns are {list(map(str, frame.columns))[:20]}",
                 )
@@ -130,20 +173,72 @@ class LocalDataset:
                 pd.api.types.is_numeric_dtype(series)
                 or pd.api.types.is_bool_dtype(series)
             ):
-                raise DatasetError(
+                raise public_error(
                     f"the column {column!r} of dataset {self.name!r} is not numeric "
                     f"(dtype {series.dtype})",
+                    f"the column {column!r} of dataset {self.name!r} is not numeric",
                     hint="encode it as numbers, or leave it out of the features",
                 )
             if series.isna().any():
-                raise DatasetError(
+                raise public_error(
                     f"the column {column!r} of dataset {self.name!r} has "
                     f"{int(series.isna().sum())} missing values",
+                    f"the column {column!r} of dataset {self.name!r} has missing "
+                    "values",
                     hint="impute or drop them before registering the dataset",
                 )
         if frame[target].isna().any():
-            raise DatasetError(f"the target {target!r} has missing values")
+            raise public_error(
+                f"the target {target!r} has {int(frame[target].isna().sum())} "
+                "missing values",
+                f"the target {target!r} has missing values",
+                hint="drop those rows before registering the dataset",
+            )
         return frame[columns].to_numpy(dtype=float), frame[target].to_numpy()
+
+    def validate(self) -> None:
+        """Check the table now: rows, target and feature columns, usable values.
+
+        A file is read here, so that a bad dataset is refused when it is registered
+        and not at a job's first round.
+
+        Raises
+        ------
+        DatasetError
+            If the table has no rows, lacks the target or a named feature, a named
+            feature is not numeric, or a column holds no value at all.
+        """
+        frame = self.frame
+        columns = list(map(str, frame.columns))
+        if len(frame) == 0:
+            raise DatasetError(
+                f"dataset {self.name!r} has no rows",
+                hint="register a table with at least one row",
+            )
+        for column in self._features or []:
+            if column not in frame.columns:
+                raise DatasetError(
+                    f"dataset {self.name!r} has no feature column {column!r}",
+                    hint=f"name columns it has: {columns[:20]}",
+                )
+            series = frame[column]
+            if not (
+                pd.api.types.is_numeric_dtype(series)
+                or pd.api.types.is_bool_dtype(series)
+            ):
+                raise DatasetError(
+                    f"the feature column {column!r} of dataset {self.name!r} is not "
+                    f"numeric (dtype {series.dtype})",
+                    hint="encode it as numbers, or leave it out of features=[...]",
+                )
+        used = [*(self._features or columns), self.target]
+        for column in dict.fromkeys(used):
+            if frame[column].isna().all():
+                raise DatasetError(
+                    f"the column {column!r} of dataset {self.name!r} holds no value "
+                    "(every row is missing)",
+                    hint="drop the column, or leave it out of features=[...]",
+                )
 
     def _check_target(self) -> None:
         assert self._frame is not None
@@ -186,6 +281,7 @@ class DatasetRegistry:
         dataset = LocalDataset(
             name, data, target=target, features=features, publish=publish
         )
+        dataset.validate()
         with self._lock:
             self._datasets[name] = dataset
         logger.info("dataset %s registered", name)
