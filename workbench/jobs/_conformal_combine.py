@@ -515,9 +515,9 @@ def add_counts(replies: Sequence[CountReply]) -> CountReply:
             hint="every member must answer the same objects and columns",
         )
     return CountReply(
-        sum(reply.greater for reply in replies),
-        sum(reply.equal for reply in replies),
-        sum(reply.sizes for reply in replies),
+        np.sum([reply.greater for reply in replies], axis=0),
+        np.sum([reply.equal for reply in replies], axis=0),
+        np.sum([reply.sizes for reply in replies], axis=0),
     )
 
 
@@ -653,6 +653,11 @@ def decrypt_counts(
             f"the aggregate holds {values.size} values; a query of shape {shape} "
             f"needs {2 * cells + n_columns}",
             hint="decrypt with the shape of the query that was sent",
+        )
+    if decrypted.weight is None:
+        raise ConformalError(
+            "the aggregate carries no weight, so it is not a sum of count replies",
+            hint="encrypt count replies with encrypt_counts()",
         )
     total = int(decrypted.weight)
     counts = np.rint((values + total) / 2.0).astype(np.int64)
