@@ -12,7 +12,14 @@ import pytest
 
 from tests.coordinator.conftest import Running, start_coordinator
 from workbench.api import Federation, connect
-from workbench.errors import AuthenticationError, JobFailedError, JobSpecError
+from workbench.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    CredentialFileError,
+    InvalidNameError,
+    JobFailedError,
+    JobSpecError,
+)
 from workbench.sim import split_demo_data
 
 
@@ -47,7 +54,7 @@ def test_connect_with_credential_file(coordinator: Running, tmp_path: Path) -> N
 
 def test_connect_needs_one_way_in(coordinator: Running) -> None:
     """connect() refuses both or neither of invitation and credential."""
-    with pytest.raises(JobSpecError, match="exactly one"):
+    with pytest.raises(ConfigurationError, match="exactly one"):
         connect(coordinator.url)
     with pytest.raises(AuthenticationError, match="not known"):
         connect(coordinator.url, invitation="wbi_nothing", name="a")
@@ -123,3 +130,157 @@ def test_failed_job_raises_with_reason(coordinator: Running) -> None:
     finally:
         for federation in federations.values():
             federation.close()
+
+
+def invite(running: Running, names: list[str]) -> dict[str, str]:
+    admin = running.coordinator.create_federation("f1")
+    with running.client(admin) as client:
+        return {n: client.invite("f1", n) for n in names}
+
+
+def test_join_refuses_to_overwrite_a_credential(
+    coordinator: Running, tmp_path: Path
+) -> None:
+    """save_to= an existing file is refused before the invitation is used."""
+    invitations = invite(coordinator, ["a", "b"])
+    path = tmp_path / "a.json"
+    first = connect(
+        coordinator.url, invitation=invitations["a"], name="a", save_to=path
+    )
+    first.close()
+    with pytest.raises(CredentialFileError, match="exists already"):
+        connect(coordinator.url, invitation=invitations["b"], name="b", save_to=path)
+    assert connect(coordinator.url, credential=path).member == "a"
+    again = connect(
+        coordinator.url,
+        invitation=invitations["b"],
+        name="b",
+        save_to=path,
+        overwrite=True,
+    )
+    again.close()
+    assert connect(coordinator.url, credential=path).member == "b"
+
+
+def test_join_checks_the_path_before_redeeming(
+    coordinator: Running, tmp_path: Path
+) -> None:
+    """A folder as save_to is refused and the invitation stays usable."""
+    invitations = invite(coordinator, ["a"])
+    with pytest.raises(CredentialFileError, match="is a folder"):
+        connect(
+            coordinator.url, invitation=invitations["a"], name="a", save_to=tmp_path
+        )
+    joined = connect(coordinator.url, invitation=invitations["a"], name="a")
+    assert joined.member == "a"
+    joined.close()
+
+
+def test_join_saves_a_fallback_when_the_write_fails(
+    coordinator: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails after joining puts the credential beside the path."""
+    invitations = invite(coordinator, ["a"])
+    target = tmp_path / "taken"
+    target.mkdir()
+    # The path turns into a folder between the check and the write.
+    monkeypatch.setattr("workbench.api.check_writable", lambda *a, **k: None)
+    with pytest.raises(CredentialFileError, match="saved to .*instead") as caught:
+        connect(coordinator.url, invitation=invitations["a"], name="a", save_to=target)
+    spares = [p for p in tmp_path.iterdir() if p.name.startswith("taken.")]
+    assert len(spares) == 1 and str(spares[0]) in caught.value.message
+    assert oct(spares[0].stat().st_mode & 0o777) == "0o600"
+    assert connect(coordinator.url, credential=spares[0]).member == "a"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "match"),
+    [
+        ({"url": 18471, "credential": "a.json"}, ConfigurationError, "url must"),
+        ({"credential": {"member": "a"}}, ConfigurationError, "got a dict"),
+        ({"invitation": "wbi_x"}, ConfigurationError, "needs name="),
+        ({"invitation": "wbi_x", "name": "../x"}, InvalidNameError, "member name"),
+    ],
+)
+def test_connect_arguments_are_checked(
+    coordinator: Running,
+    arguments: dict[str, object],
+    error: type[Exception],
+    match: str,
+) -> None:
+    """Arguments of the wrong type or form raise a WorkbenchError saying why."""
+    given = {"url": coordinator.url, **arguments}
+    with pytest.raises(error, match=match):
+        connect(**given)  # type: ignore[arg-type]
+
+
+def test_connect_with_a_folder_as_credential(
+    coordinator: Running, tmp_path: Path
+) -> None:
+    """A folder passed as credential= is refused as a folder."""
+    with pytest.raises(CredentialFileError, match="is a folder"):
+        connect(coordinator.url, credential=tmp_path)
+
+
+@pytest.fixture
+def pair(coordinator: Running) -> Iterator[dict[str, Federation]]:
+    federations = join_all(coordinator, ["a", "b"])
+    yield federations
+    for federation in federations.values():
+        federation.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"key_bits": 1024}, "key_bits=1024"),
+        ({"key_bits": 100}, "key_bits must be 2048 or 3072"),
+        ({"rounds": 10**6}, "rounds must be a whole number from 1 to 9998, got"),
+        ({"rounds": 2.5}, "rounds must be a whole number .* got 2.5"),
+        ({"rounds": "3"}, "rounds must be a whole number .* got '3'"),
+        ({"rounds": 0}, "rounds must be at least 1, got 0"),
+        ({"min_members": 0}, "min_members must be .* got 0"),
+        ({"min_members": 5}, "from 1 to the 1 participant.* got 5"),
+        ({"round_deadline": -1}, "round_deadline must .* got -1"),
+        ({"round_deadline": float("nan")}, "round_deadline must .* got nan"),
+        ({"seed": -1}, "seed must be .* got -1"),
+        ({"members": []}, r"members=\[\] names no member"),
+        ({"members": ["nobody"]}, r"\['nobody'\], not members of 'f1'"),
+        ({"members": "b"}, r"members must be a list .* got 'b'"),
+        ({"model_params": {"C": [1]}}, "model_params"),
+    ],
+)
+def test_train_options_are_checked(
+    pair: dict[str, Federation], options: dict[str, object], match: str
+) -> None:
+    """A bad option of train() raises JobSpecError naming it, its value, the rule."""
+    settings: dict[str, object] = {
+        "dataset": "cancer",
+        "model": "logistic_regression",
+        "rounds": 1,
+        "classes": [0, 1],
+        "members": ["b"],
+    }
+    settings.update(options)
+    with pytest.raises(JobSpecError, match=match):
+        pair["a"].train(**settings)  # type: ignore[arg-type]
+
+
+def test_submit_refuses_a_string(pair: dict[str, Federation]) -> None:
+    """submit() of something that is not a spec says what to pass."""
+    with pytest.raises(ConfigurationError, match="JobSpec or a dict .* got a str"):
+        pair["a"].submit("spec")  # type: ignore[arg-type]
+
+
+def test_conformal_refuses_unknown_options(pair: dict[str, Federation]) -> None:
+    """An unknown keyword of conformal() is named, with the allowed ones."""
+    with pytest.raises(ConfigurationError, match=r"unknown option\(s\) \['evil'\]"):
+        pair["a"].conformal(dataset="cancer", classes=[0, 1], evil=3)
+
+
+def test_register_dataset_refuses_rows_as_lists(pair: dict[str, Federation]) -> None:
+    """Rows given as a list of lists are refused with what to pass."""
+    with pytest.raises(ConfigurationError, match="must be a pandas DataFrame"):
+        pair["a"].register_dataset("c", [[1, 2]], target="y")  # type: ignore[arg-type]
+    with pytest.raises(InvalidNameError, match="dataset name"):
+        pair["a"].register_dataset("../../x", pd.DataFrame({"y": [1]}), target="y")

@@ -16,6 +16,8 @@ A member that registers a dataset serves jobs on it from a background thread
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 import sys
 import time
@@ -25,6 +27,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 import phe
+from pydantic import ValidationError
 
 from workbench.client import CoordinatorClient
 from workbench.crypto import (
@@ -41,7 +44,9 @@ from workbench.crypto import (
     unseal,
 )
 from workbench.errors import (
+    ConfigurationError,
     CoordinatorUnavailableError,
+    CredentialFileError,
     JobFailedError,
     JobSpecError,
     PermissionDeniedError,
@@ -50,8 +55,9 @@ from workbench.errors import (
 from workbench.jobs import get_job_kind
 from workbench.jobs.spec import EncryptionSpec, JobSpec, parse_spec
 from workbench.member.agent import Approval, MemberAgent
-from workbench.member.credentials import Credential
+from workbench.member.credentials import Credential, check_writable, fallback_path
 from workbench.member.datasets import DatasetRegistry, LocalDataset
+from workbench.names import validate_name
 from workbench.wire import decode_bundle
 
 logger = logging.getLogger(__name__)
@@ -66,6 +72,7 @@ def connect(
     name: str | None = None,
     credential: Credential | str | os.PathLike[str] | None = None,
     save_to: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
     verify: bool | str = True,
 ) -> Federation:
     """Join a federation with an invitation, or come back with a credential.
@@ -73,7 +80,7 @@ def connect(
     Parameters
     ----------
     url : str
-        The coordinator's base URL.
+        The coordinator's base URL, ``http://...`` or ``https://...``.
     invitation : str, optional
         A single-use invitation; ``name`` must then be the invited member name.
     name : str, optional
@@ -81,7 +88,10 @@ def connect(
     credential : Credential or path, optional
         A credential (or its file) from an earlier join.
     save_to : path, optional
-        Where to write the credential after joining (mode 0600).
+        Where to write the credential after joining (mode 0600). The path is
+        checked before the invitation is redeemed.
+    overwrite : bool, default=False
+        Replace an existing file at ``save_to``; without it one is refused.
     verify : bool or str, default=True
         TLS verification; a path names a CA bundle.
 
@@ -91,36 +101,99 @@ def connect(
 
     Raises
     ------
+    ConfigurationError
+        If an argument is missing or of the wrong type.
+    CredentialFileError
+        If ``save_to`` cannot be written (checked before joining), or ``credential``
+        names a folder. A credential that could not be written after joining is
+        saved beside ``save_to``; the message names that file.
+    InvalidNameError
+        If ``name`` breaks the naming rule.
     AuthenticationError
         If the invitation or credential is refused.
     """
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"url must be the coordinator's address as a string, got {url!r}",
+            hint="pass e.g. connect('http://127.0.0.1:8470', credential='a.json')",
+        )
     if (invitation is None) == (credential is None):
-        raise JobSpecError(
-            "connect() needs exactly one of invitation=... and credential=...",
+        raise ConfigurationError(
+            "connect() needs exactly one of invitation=... and credential=..., got "
+            f"{'both' if invitation is not None else 'neither'}",
             hint="join once with invitation= and name=, then use credential=",
         )
     if invitation is not None:
-        if not name:
-            raise JobSpecError(
-                "joining with an invitation needs name=, the invited member name"
-            )
-        private, public = generate_sealing_keypair()
-        with CoordinatorClient(url, verify=verify) as anonymous:
-            joined = anonymous.join(invitation, name, public)
-        found = Credential(
-            coordinator=url,
-            federation=joined["federation"],
-            member=joined["member"],
-            token=joined["credential"],
-            sealing_private_key=private.hex(),
-            sealing_public_key=public.hex(),
-        )
-        if save_to is not None:
-            found.save(save_to)
-    elif isinstance(credential, Credential):
+        return _join(url, invitation, name, save_to, overwrite, verify)
+    if isinstance(credential, Credential):
         found = credential
+    elif isinstance(credential, str | os.PathLike):
+        found = Credential.load(credential)
     else:
-        found = Credential.load(credential)  # type: ignore[arg-type]
+        raise ConfigurationError(
+            f"credential must be a Credential or the path of its file, got a "
+            f"{type(credential).__name__}",
+            hint="pass the file that join wrote: credential='hospital-a.json'",
+        )
+    return Federation(found, url=url, verify=verify)
+
+
+def _join(
+    url: str,
+    invitation: object,
+    name: object,
+    save_to: str | os.PathLike[str] | None,
+    overwrite: bool,
+    verify: bool | str,
+) -> Federation:
+    if not isinstance(invitation, str) or not invitation:
+        raise ConfigurationError(
+            f"invitation must be the invitation token as a string, got "
+            f"{type(invitation).__name__}",
+            hint="pass the token that `workbench invite` printed",
+        )
+    if name is None:
+        raise ConfigurationError(
+            "joining with an invitation needs name=, the invited member name",
+            hint="pass name='hospital-a', the name the invitation was issued for",
+        )
+    validate_name("member", name)
+    assert isinstance(name, str)
+    if save_to is not None:
+        if not isinstance(save_to, str | os.PathLike):
+            raise ConfigurationError(
+                f"save_to must be a file path, got a {type(save_to).__name__}",
+                hint="pass save_to='hospital-a.json'",
+            )
+        check_writable(save_to, overwrite=overwrite)
+    private, public = generate_sealing_keypair()
+    with CoordinatorClient(url, verify=verify) as anonymous:
+        joined = anonymous.join(invitation, name, public)
+    found = Credential(
+        coordinator=url,
+        federation=joined["federation"],
+        member=joined["member"],
+        token=joined["credential"],
+        sealing_private_key=private.hex(),
+        sealing_public_key=public.hex(),
+    )
+    logger.info("joined %s as %s", found.federation, found.member)
+    if save_to is not None:
+        try:
+            found.save(save_to, overwrite=overwrite)
+        except CredentialFileError as exc:
+            spare = found.save(fallback_path(save_to))
+            logger.warning(
+                "the credential could not be written to %s; saved to %s instead",
+                save_to,
+                spare,
+            )
+            raise CredentialFileError(
+                f"joined {found.federation} as {found.member}, but the credential "
+                f"could not be written to {save_to} ({exc.message}); it was saved "
+                f"to {spare} instead",
+                hint=f"move {spare} where you want it; connect with credential=",
+            ) from exc
     return Federation(found, url=url, verify=verify)
 
 
@@ -169,9 +242,14 @@ class Federation:
         """The federation's members, with published dataset schemas."""
         return list(self.client.federation()["members"])
 
-    def save_credential(self, path: str | os.PathLike[str]) -> Path:
-        """Write this member's credential file (mode 0600)."""
-        return self.credential.save(path)
+    def save_credential(
+        self, path: str | os.PathLike[str], *, overwrite: bool = False
+    ) -> Path:
+        """Write this member's credential file (mode 0600).
+
+        An existing file is refused unless ``overwrite=True``.
+        """
+        return self.credential.save(path, overwrite=overwrite)
 
     # Datasets and the agent -------------------------------------------------------
 
@@ -325,25 +403,34 @@ class Federation:
             local = self.datasets.get(dataset)
             _, y = local.xy(features, target)
             classes = sorted(pd.unique(y).tolist())
-        participants = self._participants(dataset, members)
-        spec = fedavg_spec(
-            dataset=dataset,
-            model=model,
+        _check_round_options(
             rounds=rounds,
-            classes=classes,
-            members=participants,
-            standardize=standardize,
-            local_epochs=local_epochs,
-            model_params=model_params,
-            features=features,
-            target=target,
-            min_members=min_members,
             round_deadline=round_deadline,
             seed=seed,
-            encryption=EncryptionSpec(
-                key_bits=key_bits, allow_insecure_keys=allow_insecure_keys
-            ),
+            max_rounds=_MAX_ROUNDS - (2 if standardize else 0),
         )
+        participants = self._participants(dataset, members)
+        _check_min_members(min_members, len(participants))
+        with _spec_errors():
+            encryption = EncryptionSpec(
+                key_bits=key_bits, allow_insecure_keys=allow_insecure_keys
+            )
+            spec = fedavg_spec(
+                dataset=dataset,
+                model=model,
+                rounds=rounds,
+                classes=classes,
+                members=participants,
+                standardize=standardize,
+                local_epochs=local_epochs,
+                model_params=model_params,
+                features=features,
+                target=target,
+                min_members=min_members,
+                round_deadline=round_deadline,
+                seed=seed,
+                encryption=encryption,
+            )
         return self.submit(spec)
 
     def conformal(
@@ -412,6 +499,15 @@ class Federation:
         """
         from workbench.jobs.conformal import ConformalQuerier
 
+        unknown = sorted(set(options) - set(_CONFORMAL_OPTIONS))
+        if unknown:
+            raise ConfigurationError(
+                f"conformal() got unknown option(s) {unknown}",
+                hint=f"its options are {sorted(_CONFORMAL_OPTIONS)}; see the docstring",
+            )
+        _check_round_options(
+            rounds=None, round_deadline=round_deadline, seed=seed, max_rounds=1
+        )
         if task == "classification" and classes is None:
             if dataset not in self.datasets:
                 raise JobSpecError(
@@ -425,25 +521,27 @@ class Federation:
         if task == "classification":
             options["mondrian"] = mondrian
         participants = self._participants(dataset, members)
+        _check_min_members(min_members, len(participants))
         if min_members is None:
             min_members = min(2, len(participants))
-        return ConformalQuerier(
-            self,
-            dataset=dataset,
-            task=task,
-            rule=rule,
-            classes=classes,
-            candidates=candidates,
-            model=model,
-            model_params=model_params,
-            members=participants,
-            min_members=min_members,
-            round_deadline=round_deadline,
-            seed=seed,
-            key_bits=key_bits,
-            allow_insecure_keys=allow_insecure_keys,
-            **options,
-        )
+        with _spec_errors():
+            return ConformalQuerier(
+                self,
+                dataset=dataset,
+                task=task,
+                rule=rule,
+                classes=classes,
+                candidates=candidates,
+                model=model,
+                model_params=model_params,
+                members=participants,
+                min_members=min_members,
+                round_deadline=round_deadline,
+                seed=seed,
+                key_bits=key_bits,
+                allow_insecure_keys=allow_insecure_keys,
+                **options,
+            )
 
     def stats(
         self,
@@ -550,15 +648,25 @@ class Federation:
         to each participant and to this member, so that this member can follow
         the job again later with :meth:`job`.
         """
-        if not isinstance(spec, JobSpec):
+        if isinstance(spec, Mapping):
             spec = parse_spec(dict(spec))
+        elif not isinstance(spec, JobSpec):
+            raise ConfigurationError(
+                f"submit() needs a JobSpec or a dict of its fields, got a "
+                f"{type(spec).__name__}",
+                hint="build one with workbench.jobs.fedavg.fedavg_spec(...), or use "
+                "train() or conformal()",
+            )
         if spec.members is None:
             spec = spec.model_copy(
                 update={"members": self._participants(spec.dataset, None)}
             )
+        else:
+            self._check_members(spec.members)
         kind = get_job_kind(spec.kind)
         if kind.check_options is not None:
-            kind.check_options(spec)
+            with _spec_errors():
+                kind.check_options(spec)
         if self.member in (spec.members or []) and spec.dataset in self.datasets:
             self.serve()
         public_key, private_key = generate_keypair(
@@ -594,7 +702,7 @@ class Federation:
 
     def _participants(self, dataset: str, members: Sequence[str] | None) -> list[str]:
         if members is not None:
-            return list(members)
+            return self._check_members(members)
         names = [m["name"] for m in self.members()]
         chosen = [n for n in names if n != self.member]
         if dataset in self.datasets:
@@ -603,6 +711,35 @@ class Federation:
             raise JobSpecError(
                 f"the federation {self.name!r} has no other member to take part",
                 hint="invite members first, or register the dataset here",
+            )
+        return chosen
+
+    def _check_members(self, members: object) -> list[str]:
+        if isinstance(members, str) or not isinstance(members, Sequence):
+            raise JobSpecError(
+                f"members must be a list of member names, got {members!r}",
+                hint=f"pass members=[{members!r}] for a single member"
+                if isinstance(members, str)
+                else "pass members=['hospital-a', 'hospital-b']",
+            )
+        chosen = list(members)
+        if not chosen:
+            raise JobSpecError(
+                "members=[] names no member to take part",
+                hint="name at least one member, or leave members out to ask every "
+                "member",
+            )
+        known = [m["name"] for m in self.members()]
+        unknown = [n for n in chosen if n not in known]
+        if unknown:
+            raise JobSpecError(
+                f"members names {unknown!r}, not members of {self.name!r}",
+                hint=f"its members are {known}",
+            )
+        if len(set(chosen)) != len(chosen):
+            raise JobSpecError(
+                f"members lists a name twice: {chosen}",
+                hint="name each member once",
             )
         return chosen
 
@@ -774,6 +911,92 @@ class Job:
                 f"job {self.id} is a {self.spec.kind} job, not {kind}",
                 hint="use job.aggregate(round) for other kinds",
             )
+
+
+_MAX_ROUNDS = 10_000
+_MAX_DEADLINE = 7 * 24 * 3600.0
+_MAX_SEED = 2**32 - 1
+_CONFORMAL_OPTIONS = (
+    "smoothing",
+    "calibration_size",
+    "bits",
+    "features",
+    "target",
+    "timeout",
+)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_round_options(
+    *, rounds: object, round_deadline: object, seed: object, max_rounds: int
+) -> None:
+    if rounds is not None and (
+        not _is_int(rounds) or not 1 <= int(rounds) <= max_rounds  # type: ignore[call-overload]
+    ):
+        raise JobSpecError(
+            f"rounds must be at least 1, got {rounds!r}"
+            if _is_int(rounds) and int(rounds) < 1  # type: ignore[call-overload]
+            else f"rounds must be a whole number from 1 to {max_rounds}, got "
+            f"{rounds!r}",
+            hint=f"pass rounds=10, for example; at most {max_rounds}",
+        )
+    if (
+        not isinstance(round_deadline, numbers.Real)
+        or isinstance(round_deadline, bool)
+        or not math.isfinite(float(round_deadline))
+        or not 0 < float(round_deadline) <= _MAX_DEADLINE
+    ):
+        raise JobSpecError(
+            f"round_deadline must be a number of seconds above 0 and at most "
+            f"{_MAX_DEADLINE:g} (a week), got {round_deadline!r}",
+            hint="pass round_deadline=120.0, for example",
+        )
+    if not _is_int(seed) or not 0 <= int(seed) <= _MAX_SEED:  # type: ignore[call-overload]
+        raise JobSpecError(
+            f"seed must be a whole number from 0 to {_MAX_SEED}, got {seed!r}",
+            hint="pass seed=0, for example",
+        )
+
+
+def _check_min_members(min_members: object, participants: int) -> None:
+    if min_members is None:
+        return
+    if not _is_int(min_members) or not 1 <= int(min_members) <= participants:  # type: ignore[call-overload]
+        raise JobSpecError(
+            f"min_members must be a whole number from 1 to the {participants} "
+            f"participant(s), got {min_members!r}",
+            hint="leave it out to wait for every participant",
+        )
+
+
+class _spec_errors:  # noqa: N801 - used as a context manager, like a function
+    """Turn pydantic's ValidationError into a JobSpecError naming each parameter."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, trace: object) -> bool:
+        if isinstance(exc, ValidationError):
+            raise JobSpecError(
+                f"invalid job options: {_describe_validation(exc)}",
+                hint="fix the named parameter; see the function's docstring",
+            ) from exc
+        return False
+
+
+def _describe_validation(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "spec"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if where == "spec":
+            parts.append(message)
+        else:
+            parts.append(f"{where}={error.get('input')!r}: {message}")
+    return "; ".join(parts)
 
 
 def _draw(out: TextIO, status: dict[str, Any], elapsed: float) -> None:

@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     join.add_argument("--invitation", required=True)
     join.add_argument("--name", required=True)
     join.add_argument("--credential", required=True, help="file to write (0600)")
+    join.add_argument(
+        "--force", action="store_true", help="replace an existing credential file"
+    )
     join.add_argument("--cafile")
     join.set_defaults(run=_join)
 
@@ -143,6 +146,9 @@ def _logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request at INFO: one line per long-poll drowns the log.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _coordinator(args: argparse.Namespace) -> int:
@@ -230,6 +236,7 @@ def _join(args: argparse.Namespace) -> int:
         invitation=args.invitation,
         name=args.name,
         save_to=args.credential,
+        overwrite=args.force,
         verify=args.cafile or True,
     )
     federation.close()
@@ -248,6 +255,8 @@ def parse_dataset(text: str) -> tuple[str, Path, str]:
     DatasetError
         If a part is missing.
     """
+    from workbench.names import validate_name
+
     name, equals, rest = text.partition("=")
     path, colon, target = rest.rpartition(":")
     if not (equals and colon and name and path and target):
@@ -255,12 +264,18 @@ def parse_dataset(text: str) -> tuple[str, Path, str]:
             f"--dataset {text!r} is not NAME=PATH:TARGET",
             hint="for example --dataset cancer=/data/cancer.csv:diagnosis",
         )
-    return name, Path(path), target
+    return validate_name("dataset", name), Path(path), target
 
 
 def _member(args: argparse.Namespace) -> int:
     from workbench.member import Credential, DatasetRegistry, MemberAgent
 
+    if not args.dataset:
+        raise DatasetError(
+            "workbench member was given no --dataset: it would serve nothing",
+            hint="pass --dataset NAME=PATH:TARGET (repeatable), e.g. "
+            "--dataset cancer=/data/cancer.csv:diagnosis",
+        )
     _logging(args.log_level)
     credential = Credential.load(args.credential)
     if args.coordinator:
@@ -277,15 +292,47 @@ def _member(args: argparse.Namespace) -> int:
 
     def stop(_signal: int, _frame: Any) -> None:
         agent.stop(timeout=0)
+        if agent.polling:
+            # Nothing in progress: end the long-poll now rather than when it ends.
+            raise _Stopping
 
     signal.signal(signal.SIGTERM, stop)
-    agent.run_forever()
+    try:
+        agent.run_forever()
+    except _Stopping:
+        logger.info("member %s stopped", credential.member)
+    finally:
+        agent.client.close()
     return 0
+
+
+class _Stopping(Exception):
+    """Raised by the SIGTERM handler to end an idle member's long-poll."""
+
+
+_KEY_BITS = (512, 1024, 2048, 3072)
+
+
+def _check_demo(args: argparse.Namespace) -> str | None:
+    if args.key_bits not in _KEY_BITS:
+        return (
+            f"--key-bits must be 2048 or 3072 (512 or 1024 for a quick, insecure "
+            f"run), got {args.key_bits}"
+        )
+    if args.which == "fedavg" and args.rounds < 1:
+        return f"--rounds must be at least 1, got {args.rounds}"
+    if not 0 <= args.seed <= 2**32 - 1:
+        return f"--seed must be from 0 to {2**32 - 1}, got {args.seed}"
+    return None
 
 
 def _demo(args: argparse.Namespace) -> int:
     from workbench.sim import format_demo, run_demo
 
+    problem = _check_demo(args)
+    if problem is not None:
+        print(f"workbench demo: {problem}", file=sys.stderr)
+        return 2
     if args.which == "conformal":
         return _conformal_demo(args)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

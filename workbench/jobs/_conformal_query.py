@@ -218,6 +218,7 @@ class ConformalQuerier:
         """
         level = None if confidence is None else check_confidence(confidence)
         X_query = _query_matrix(X)
+        self._check_width(X_query.shape[1])
         spec = self._spec(X_query.shape[0], X_query.shape[1], level)
         job = self.federation.submit(spec)
         self.last_job_ = job
@@ -227,9 +228,18 @@ class ConformalQuerier:
         timeout = self.timeout or spec.round_deadline + 60.0
         try:
             job.wait(timeout=timeout)
-        except JobFailedError:
+        except JobFailedError as exc:
             self.last_report_ = self._report(job.status())
-            raise
+            failures = "; ".join(
+                f"{name}: {reason}"
+                for name, reason in self.last_report_.failures.items()
+            )
+            raise JobFailedError(
+                f"conformal query {job.id} failed: {exc.message}"
+                + (f"; member failures: {failures}" if failures else ""),
+                hint="fix what the members report, or query with fewer "
+                "min_members; querier.last_report_ lists each member",
+            ) from exc
         report = self._report(job.status())
         shape = (X_query.shape[0], self._n_columns())
         if self.rule in ENCRYPTED_RULES:
@@ -314,6 +324,25 @@ class ConformalQuerier:
         return evaluate_sets(sets, columns, self.classes_)
 
     # Helpers ----------------------------------------------------------------------
+
+    def _check_width(self, n_features: int) -> None:
+        # The querier's own copy of the dataset, if it holds one, says how many
+        # features the members expect: a mismatch fails here, not at every member.
+        datasets = getattr(self.federation, "datasets", None)
+        if datasets is None or self.dataset not in datasets:
+            return
+        features = self.spec_options.get("features")
+        expected = (
+            len(features)
+            if features is not None
+            else len(datasets.get(self.dataset).features)
+        )
+        if n_features != expected:
+            raise ConformalError(
+                f"the query objects have {n_features} feature columns; the dataset "
+                f"{self.dataset!r} has {expected}",
+                hint=f"query with {expected} columns, in the dataset's order",
+            )
 
     def _n_columns(self) -> int:
         columns = self.classes_ if self.task == "classification" else self.candidates
