@@ -415,6 +415,7 @@ def run_demo(
     data_dir: Path | None = None,
     strategy: str = "newton",
     validation_fraction: float = 0.0,
+    compare_fedavg: bool = True,
 ) -> dict[str, Any]:
     """Run the demo federation and compare federated, local and pooled models.
 
@@ -424,7 +425,9 @@ def run_demo(
     default; ``"fedavg"`` averages locally trained parameters). With
     ``validation_fraction=0`` (the default) every member trains on all its
     training rows, as the pooled model does; the job's per-round metrics are then
-    in-sample.
+    in-sample. With ``compare_fedavg`` (the default) and another ``strategy``, a
+    second job of plain FedAvg runs on the same members first, and its model is
+    scored beside the others under the key ``fedavg``.
 
     Returns
     -------
@@ -454,27 +457,34 @@ def run_demo(
         federation = LocalFederation(files, data_dir=root / "federation", poll_wait=5)
         with federation:
             assert federation.researcher is not None
-            spec = fedavg_spec(
-                dataset="breast_cancer",
-                model="logistic_regression",
-                rounds=rounds,
-                classes=[0, 1],
-                members=list(files),
-                seed=seed,
-                round_deadline=120,
-                strategy=strategy,
-                validation_fraction=validation_fraction,
-                encryption=EncryptionSpec(
-                    key_bits=key_bits, allow_insecure_keys=key_bits < 2048
-                ),
-            )
-            job = federation.researcher.submit(spec)
-            job.wait(progress=progress)
-            model = job.model
-            status = job.status()
-            history = job.history
+            models: dict[str, Any] = {}
+            plan = [("fedavg", "fedavg")] if compare_fedavg else []
+            if strategy != "fedavg" or not compare_fedavg:
+                plan.append(("federated", strategy))
+            for name, chosen in plan:
+                spec = fedavg_spec(
+                    dataset="breast_cancer",
+                    model="logistic_regression",
+                    rounds=rounds,
+                    classes=[0, 1],
+                    members=list(files),
+                    seed=seed,
+                    round_deadline=120,
+                    strategy=chosen,
+                    validation_fraction=validation_fraction,
+                    encryption=EncryptionSpec(
+                        key_bits=key_bits, allow_insecure_keys=key_bits < 2048
+                    ),
+                )
+                job = federation.researcher.submit(spec)
+                job.wait(progress=progress)
+                models[name] = job.model
+                status = job.status()
+                history = job.history
+            if "federated" not in models:
+                models["federated"] = models["fedavg"]
 
-    overall, hospitals = compare_models(parts, features, {"federated": model})
+    overall, hospitals = compare_models(parts, features, models)
     closed = [r for r in status["rounds"] if r["closed_at"] is not None]
     round_seconds = [r["closed_at"] - r["opened_at"] for r in closed]
     return {
@@ -511,6 +521,10 @@ def format_demo(result: Mapping[str, Any]) -> str:
         if held_out == 0
         else f"{100 * held_out:.0f}% of each member's rows kept for validation"
     )
+    columns = [("federated", f"federated ({strategy})")]
+    if "fedavg" in result and strategy != "fedavg":
+        columns.append(("fedavg", "plain FedAvg"))
+    columns += [("local", "local only"), ("pooled", "pooled")]
     lines = [
         f"Encrypted federated training on breast_cancer: four hospitals, "
         f"{result['training_rounds']} training rounds, {result['key_bits']}-bit "
@@ -518,18 +532,18 @@ def format_demo(result: Mapping[str, Any]) -> str:
         f"federated = strategy {strategy!r} of the fedavg job kind; {rows}",
         "",
         f"{'hospital':<12} {'train':>5} {'test':>4}   "
-        f"{'federated':>14}   {'local only':>14}   {'pooled':>14}",
+        + "   ".join(f"{title:>18}" for _, title in columns),
         f"{'':<12} {'rows':>5} {'rows':>4}   "
-        + "   ".join(f"{'acc':>6}  {'AUC':>5}" for _ in range(3)),
+        + "   ".join(f"{'acc':>10}  {'AUC':>5}" for _ in columns),
     ]
     for row in result["hospitals"]:
         lines.append(
             f"{row['hospital']:<12} {row['train_rows']:>5} {row['test_rows']:>4}   "
-            f"{pair(row['federated'])}   {pair(row['local'])}   {pair(row['pooled'])}"
+            + "   ".join(f"    {pair(row[key])}" for key, _ in columns)
         )
     lines.append(
-        f"{'all':<12} {'':>5} {'':>4}   {pair(result['federated'])}   "
-        f"{pair(result['local'])}   {pair(result['pooled'])}"
+        f"{'all':<12} {'':>5} {'':>4}   "
+        + "   ".join(f"    {pair(result[key])}" for key, _ in columns)
     )
     lines += [
         "",
