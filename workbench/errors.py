@@ -171,6 +171,13 @@ class PayloadTooLargeError(WorkbenchError):
     http_status = 413
 
 
+class TooManyRequestsError(WorkbenchError):
+    """A member holds more concurrent long-polls than the coordinator allows."""
+
+    code = "too_many_requests"
+    http_status = 429
+
+
 class JobSpecError(WorkbenchError):
     """A job spec is invalid: an unknown model, a bad option value."""
 
@@ -189,6 +196,12 @@ class JobFailedError(WorkbenchError):
     """A job ended in failure; the message carries the reason reported."""
 
     code = "job_failed"
+
+
+class StartupError(WorkbenchError):
+    """The coordinator cannot start as configured: a folder, database, port or file."""
+
+    code = "startup_error"
 
 
 class CoordinatorUnavailableError(WorkbenchError):

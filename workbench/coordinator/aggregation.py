@@ -42,10 +42,17 @@ def check_update(
     WireFormatError, KeyMismatchError, CiphertextRangeError
         If a vector is malformed, truncated or under another key.
     ProtocolError
-        If a vector holds more than one contribution.
+        If the bundle holds no vector, or a vector holds more than one
+        contribution.
     """
+    bundle = decode_bundle(data)
+    if not bundle:
+        raise ProtocolError(
+            "the update holds no vectors",
+            hint="upload a bundle with the vectors the job's kind defines",
+        )
     vectors: dict[str, EncryptedVector] = {}
-    for name, raw in decode_bundle(data).items():
+    for name, raw in bundle.items():
         try:
             vector = EncryptedVector.from_bytes(raw, public_key)
         except WireFormatError as exc:

@@ -12,25 +12,32 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as _version
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workbench.coordinator.service import Coordinator, MemberIdentity
 from workbench.coordinator.storage import Storage
-from workbench.errors import PayloadTooLargeError, ProtocolError, WorkbenchError
+from workbench.errors import (
+    PayloadTooLargeError,
+    ProtocolError,
+    TooManyRequestsError,
+    WorkbenchError,
+)
 from workbench.jobs.spec import JobSpec, parse_spec
+from workbench.names import validate_name
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +45,10 @@ __all__ = ["CoordinatorSettings", "create_app"]
 
 T = TypeVar("T")
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+DEFAULT_WORKER_THREADS = 200
+DEFAULT_LONG_POLLS_PER_MEMBER = 4
+MAX_COLUMNS = 1000
+MAX_ROWS = 2**53
 OCTETS = "application/octet-stream"
 
 
@@ -53,11 +64,19 @@ class CoordinatorSettings:
         A SQLAlchemy URL, e.g. ``postgresql://user@127.0.0.1:5432/workbench``.
     max_body_bytes : int, default=16 MiB
         Largest request body accepted; larger ones get 413.
+    worker_threads : int, default=200
+        Threads that run requests; a long-poll holds one for up to 30 s.
+    long_polls_per_member : int, default=4
+        Most long-polls (requests with ``wait`` > 0) one member credential may hold
+        open at once; more answer at once with 429. Together with
+        ``worker_threads`` this bounds how many members can stall the others.
     """
 
     data_dir: str
     database_url: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY
+    worker_threads: int = DEFAULT_WORKER_THREADS
+    long_polls_per_member: int = DEFAULT_LONG_POLLS_PER_MEMBER
 
 
 class _Strict(BaseModel):
@@ -81,8 +100,11 @@ class JoinRequest(_Strict):
 class DatasetRequest(_Strict):
     """Body of ``PUT /v1/datasets/{name}``."""
 
-    schema_: dict[str, str] = Field(alias="schema")
-    rows: int | None = Field(default=None, ge=0)
+    schema_: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=128)],
+        Annotated[str, StringConstraints(min_length=1, max_length=64)],
+    ] = Field(alias="schema", min_length=1, max_length=MAX_COLUMNS)
+    rows: StrictInt | None = Field(default=None, ge=0, lt=MAX_ROWS)
 
 
 class JobRequest(_Strict):
@@ -218,7 +240,8 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Long-polls hold a worker thread each; leave room for many members.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = 200
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = settings.worker_threads
         coordinator.start()
         logger.info("coordinator started with data in %s", settings.data_dir)
         try:
@@ -245,6 +268,35 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     async def member(request: Request) -> MemberIdentity:
         return await call(coordinator.authenticate, _bearer(request))
 
+    polls: dict[int, int] = {}
+    polls_lock = threading.Lock()
+
+    @asynccontextmanager
+    async def long_poll(who: MemberIdentity, wait: float) -> AsyncIterator[None]:
+        # Each long-poll holds a worker thread; one credential must not hold them
+        # all, or every other member's requests wait behind it.
+        if wait <= 0:
+            yield
+            return
+        limit = settings.long_polls_per_member
+        with polls_lock:
+            held = polls.get(who.member_id, 0)
+            if held >= limit:
+                raise TooManyRequestsError(
+                    f"{who.name} holds {held} long-polls already; the limit per "
+                    f"member is {limit}",
+                    hint="wait for an open long-poll to answer before starting "
+                    "another, or poll with wait=0",
+                )
+            polls[who.member_id] = held + 1
+        try:
+            yield
+        finally:
+            with polls_lock:
+                polls[who.member_id] -= 1
+                if polls[who.member_id] == 0:
+                    del polls[who.member_id]
+
     @app.get("/v1/health")
     async def health() -> dict[str, str]:
         return {"status": "ok", "version": _version("workbench")}
@@ -253,6 +305,8 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     async def invite(
         federation: str, body: InvitationRequest, request: Request
     ) -> dict[str, str]:
+        validate_name("federation", federation)
+        validate_name("member", body.member)
         found = await call(coordinator.authenticate_admin, _bearer(request), federation)
         token = await call(coordinator.create_invitation, found, body.member)
         return {"federation": federation, "member": body.member, "invitation": token}
@@ -276,6 +330,7 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
     async def publish(
         name: str, body: DatasetRequest, request: Request
     ) -> dict[str, str]:
+        validate_name("dataset", name)
         who = await member(request)
         await call(coordinator.publish_dataset, who, name, body.schema_, body.rows)
         return {"dataset": name, "published": "schema"}
@@ -302,9 +357,10 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         wait: float = Query(default=0.0, ge=0.0, le=60.0),
     ) -> dict[str, Any]:
         who = await member(request)
-        return await call(
-            coordinator.job_status, who, job_id, after_event=after, wait=wait
-        )
+        async with long_poll(who, wait if after is not None else 0.0):
+            return await call(
+                coordinator.job_status, who, job_id, after_event=after, wait=wait
+            )
 
     @app.get("/v1/jobs/{job_id}/events")
     async def events(job_id: str, request: Request) -> list[dict[str, Any]]:
@@ -321,7 +377,8 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         request: Request, wait: float = Query(default=0.0, ge=0.0, le=60.0)
     ) -> Response:
         who = await member(request)
-        found = await call(coordinator.next_task, who, wait)
+        async with long_poll(who, wait):
+            found = await call(coordinator.next_task, who, wait)
         if found is None:
             return Response(status_code=204)
         return JSONResponse(found)
@@ -348,7 +405,8 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         wait: float = Query(default=0.0, ge=0.0, le=60.0),
     ) -> Response:
         who = await member(request)
-        data = await call(coordinator.aggregate, who, job_id, number, wait)
+        async with long_poll(who, wait):
+            data = await call(coordinator.aggregate, who, job_id, number, wait)
         if data is None:
             return Response(status_code=204)
         return Response(content=data, media_type=OCTETS)
@@ -391,9 +449,16 @@ def create_app(settings: CoordinatorSettings) -> FastAPI:
         wait: float = Query(default=0.0, ge=0.0, le=60.0),
     ) -> Response:
         who = await member(request)
-        found = await call(
-            coordinator.get_blob, who, job_id, number, name, sender=sender, wait=wait
-        )
+        async with long_poll(who, wait):
+            found = await call(
+                coordinator.get_blob,
+                who,
+                job_id,
+                number,
+                name,
+                sender=sender,
+                wait=wait,
+            )
         if found is None:
             return Response(status_code=204)
         data, info = found

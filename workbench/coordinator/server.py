@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
+import ssl
 
 import uvicorn
 
 from workbench.coordinator.app import CoordinatorSettings, create_app
-from workbench.errors import ProtocolError
+from workbench.errors import ProtocolError, StartupError
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +82,22 @@ def serve(
     ------
     ProtocolError
         See :func:`check_transport`.
+    StartupError
+        If the port is out of range or taken, the TLS files cannot be read, or the
+        data folder or database cannot be used; nothing is started then.
     """
     check_transport(host, certfile, keyfile, insecure=insecure)
+    check_tls_files(certfile, keyfile)
     if certfile is None and not is_loopback(host):
         logger.warning("listening on %s without TLS (--insecure)", host)
-    app = create_app(settings)
+    # Bind before the application starts, so that a taken port is reported before
+    # anything says the coordinator started.
+    listener = bind(host, port)
+    try:
+        app = create_app(settings)
+    except BaseException:
+        listener.close()
+        raise
     config = uvicorn.Config(
         app,
         host=host,
@@ -95,4 +108,70 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=2,
     )
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def check_tls_files(certfile: str | None, keyfile: str | None) -> None:
+    """Check that the certificate and key can be read and belong together.
+
+    Raises
+    ------
+    StartupError
+        If a file is missing or unreadable, or the pair is not a valid PEM pair.
+    """
+    if certfile is None or keyfile is None:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            certfile, keyfile
+        )
+    except FileNotFoundError as exc:
+        raise StartupError(
+            f"the TLS file {exc.filename or certfile!r} does not exist",
+            hint="pass --certfile and --keyfile paths of PEM files that exist",
+        ) from exc
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(
+            f"cannot load the TLS certificate {certfile!r} with the key "
+            f"{keyfile!r}: {exc}",
+            hint="pass a PEM certificate and its matching unencrypted PEM key",
+        ) from exc
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Open a listening TCP socket on ``host``:``port``.
+
+    Raises
+    ------
+    StartupError
+        If the port is outside 1 to 65535, the address is unknown, or the port is
+        in use.
+    """
+    if not 1 <= port <= 65535:
+        raise StartupError(
+            f"the port {port} is out of range",
+            hint="pass --port a number from 1 to 65535",
+        )
+    try:
+        infos = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise StartupError(
+            f"the address {host!r} cannot be resolved: {exc}",
+            hint="pass --host an IP address of this machine, e.g. 127.0.0.1",
+        ) from exc
+    family, kind, proto, _name, address = infos[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(2048)
+    except OSError as exc:
+        listener.close()
+        raise StartupError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="pick a free port with --port, or stop what holds this one",
+        ) from exc
+    listener.set_inheritable(True)
+    return listener

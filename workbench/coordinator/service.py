@@ -56,6 +56,7 @@ from workbench.errors import (
     WorkbenchError,
 )
 from workbench.jobs.spec import JobSpec, parse_spec
+from workbench.names import validate_name as validate_entity_name
 from workbench.wire import decode_array, validate_name
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,6 @@ __all__ = ["Coordinator", "MemberIdentity", "check_member_name"]
 T = TypeVar("T")
 
 MAX_WAIT = 30.0
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 
 @dataclass(frozen=True)
@@ -79,13 +79,8 @@ class MemberIdentity:
 
 
 def check_member_name(name: str, what: str = "member name") -> str:
-    """Check a federation or member name: 1-64 of ``a-z 0-9 - _ .``."""
-    if not (1 <= len(name) <= 64) or not set(name) <= _NAME_CHARS:
-        raise ProtocolError(
-            f"the {what} {name!r} is not allowed",
-            hint="use 1 to 64 lower-case letters, digits, '-', '_' or '.'",
-        )
-    return name
+    """Check a federation or member name against :mod:`workbench.names`."""
+    return validate_entity_name(what.removesuffix(" name"), name)
 
 
 class Coordinator:
@@ -363,6 +358,7 @@ class Coordinator:
         rows: int | None,
     ) -> None:
         """Record the schema (and row count, if given) of a caller's dataset."""
+        validate_entity_name("dataset", name)
         with self.lock, self.storage.session() as db:
             existing = db.scalar(
                 select(PublishedDataset).where(
@@ -447,6 +443,13 @@ class Coordinator:
             holders = list(spec.members)
             if who.name not in holders and who.name in sealed_keys:
                 holders.append(who.name)
+            empty = sorted(name for name, key in sealed_keys.items() if not key)
+            if empty:
+                raise JobSpecError(
+                    f"the sealed keys of {empty} are empty",
+                    hint="seal the job's private key to each listed member with "
+                    "seal_secret()",
+                )
             missing = [name for name in holders if name not in sealed_keys]
             extra = [name for name in sealed_keys if name not in holders]
             if missing or extra:
@@ -652,6 +655,8 @@ class Coordinator:
                 )
                 .order_by(Job.created_at)
             ).all()
+            broken: list[tuple[str, str]] = []
+            task: dict[str, Any] | None = None
             for job, item in rows:
                 answered = db.scalar(
                     select(Answer.id).where(
@@ -660,17 +665,42 @@ class Coordinator:
                         Answer.member_id == who.member_id,
                     )
                 )
-                if answered is None:
-                    return {
-                        "job_id": job.id,
-                        "kind": job.kind,
-                        "round": item.number,
-                        "total_rounds": job.total_rounds,
-                        "spec": json.loads(job.spec_json),
-                        "fingerprint": job.fingerprint,
-                        "deadline_at": item.deadline_at,
-                    }
-        return None
+                if answered is not None:
+                    continue
+                try:
+                    task = self._task_view(job, item)
+                    break
+                except (ValueError, WorkbenchError) as exc:
+                    broken.append((job.id, str(exc)))
+        for job_id, problem in broken:
+            self._fail_unbuildable(job_id, problem)
+        return task
+
+    def _task_view(self, job: Job, item: Round) -> dict[str, Any]:
+        spec = parse_spec(job.spec_json)
+        task = {
+            "job_id": job.id,
+            "kind": job.kind,
+            "round": item.number,
+            "total_rounds": job.total_rounds,
+            "spec": spec.model_dump(mode="json"),
+            "fingerprint": job.fingerprint,
+            "deadline_at": item.deadline_at,
+        }
+        # Whatever is stored, a task goes out only if it is strict JSON.
+        json.dumps(task, allow_nan=False)
+        return task
+
+    def _fail_unbuildable(self, job_id: str, problem: str) -> None:
+        with self.lock, self.storage.session() as db:
+            job = db.get(Job, job_id)
+            if job is None or job.state != "running":
+                return
+            self._finish(
+                db, job, "failed", f"its task cannot be built: {problem[:500]}"
+            )
+            db.commit()
+            self.changed.notify_all()
 
     def accept_update(
         self, who: MemberIdentity, job_id: str, number: int, data: bytes
@@ -864,7 +894,16 @@ class Coordinator:
                         f"there is no member {recipient!r} in {who.federation!r}"
                     )
                 recipient_id = names[recipient]
-                self._part(db, job, MemberIdentity(recipient_id, recipient, 0, ""))
+                taking_part = db.scalar(
+                    select(JobMember.id).where(
+                        JobMember.job_id == job.id, JobMember.member_id == recipient_id
+                    )
+                )
+                if taking_part is None:
+                    raise NotFoundError(
+                        f"the recipient {recipient!r} takes no part in job {job.id}",
+                        hint="send blobs only to the job's members",
+                    )
             # NULL recipients do not collide in a unique index: check by hand.
             taken = db.scalar(
                 select(Blob.id).where(

@@ -26,10 +26,11 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from workbench.errors import NotFoundError
+from workbench.errors import NotFoundError, StartupError
 
 __all__ = [
     "Answer",
@@ -223,14 +224,14 @@ class BlobStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def put(self, data: bytes) -> str:
         """Store ``data`` and return its hex SHA-256, which is also its file name."""
         digest = hashlib.sha256(data).hexdigest()
         path = self._path(digest)
         if not path.exists():
-            path.parent.mkdir(exist_ok=True)
+            path.parent.mkdir(mode=0o700, exist_ok=True)
             partial = path.with_name(f"{digest}.{os.getpid()}.partial")
             partial.write_bytes(data)
             os.replace(partial, path)
@@ -274,13 +275,31 @@ class Storage:
         self, data_dir: str | os.PathLike[str], database_url: str | None = None
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The state is the coordinator's alone: folders 0700, files 0600.
+        os.umask(0o077)
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.blobs = BlobStore(self.data_dir / "blobs")
+        except OSError as exc:
+            raise StartupError(
+                f"cannot use {str(self.data_dir)!r} as the data folder: "
+                f"{exc.strerror or exc}",
+                hint="pass --data-dir a folder this user may create and write",
+            ) from exc
         url = database_url or f"sqlite:///{self.data_dir / 'coordinator.db'}"
         self.url = url
-        self.engine = _make_engine(url)
-        Base.metadata.create_all(self.engine)
+        try:
+            self.engine = _make_engine(url)
+            Base.metadata.create_all(self.engine)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StartupError(
+                f"cannot open the database {_safe_url(url)}: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                hint="check --database (e.g. postgresql://user@127.0.0.1:5432/db) "
+                "and that the database is running and reachable",
+            ) from exc
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.blobs = BlobStore(self.data_dir / "blobs")
+        restrict_permissions(self.data_dir)
 
     def session(self) -> Session:
         """Return a new session (use it as a context manager)."""
@@ -289,6 +308,24 @@ class Storage:
     def dispose(self) -> None:
         """Close every pooled database connection."""
         self.engine.dispose()
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, fit for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (SQLAlchemyError, ValueError):
+        return "given by --database"
+
+
+def restrict_permissions(root: str | os.PathLike[str]) -> None:
+    """Make ``root`` and the folders under it 0700 and the files under it 0600."""
+    top = Path(root)
+    top.chmod(0o700)
+    for path in top.rglob("*"):
+        if path.is_symlink():
+            continue
+        path.chmod(0o700 if path.is_dir() else 0o600)
 
 
 def _make_engine(url: str) -> Engine:

@@ -10,11 +10,20 @@ will do before its member agent runs it.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from workbench.errors import JobSpecError
+from workbench.errors import JobSpecError, WorkbenchError
+from workbench.names import validate_name
 
 __all__ = ["JOB_KINDS", "EncryptionSpec", "JobSpec", "parse_spec"]
 
@@ -42,7 +51,7 @@ class EncryptionSpec(BaseModel):
         Allow key sizes below 2048 bits. Only for tests.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     key_bits: int = 2048
     bits: int = Field(default=16, ge=2, le=48)
@@ -99,10 +108,10 @@ class JobSpec(BaseModel):
         Kind-specific options, checked by the kind's module.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["fedavg", "stats", "conformal"]
-    dataset: str = Field(min_length=1, max_length=128)
+    dataset: str = Field(min_length=1, max_length=64)
     target: str | None = None
     features: list[str] | None = None
     model: str | None = None
@@ -114,6 +123,14 @@ class JobSpec(BaseModel):
     members: list[str] | None = None
     encryption: EncryptionSpec = Field(default_factory=EncryptionSpec)
     options: dict[str, OptionValue] = Field(default_factory=dict)
+
+    @field_validator("dataset")
+    @classmethod
+    def _check_dataset(cls, value: str) -> str:
+        try:
+            return validate_name("dataset", value)
+        except WorkbenchError as exc:
+            raise ValueError(exc.message) from exc
 
     @model_validator(mode="after")
     def _check_members(self) -> JobSpec:
@@ -148,17 +165,52 @@ def parse_spec(data: str | bytes | dict[str, Any]) -> JobSpec:
     Raises
     ------
     JobSpecError
-        If a field is missing, unknown or has a bad value; the message names it.
+        If a field is missing, unknown or has a bad value (NaN or an infinity
+        anywhere included); the message names it.
     """
+    if not isinstance(data, dict):
+        try:
+            data = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise JobSpecError(
+                f"the job spec is not valid JSON: {exc}",
+                hint="send the spec as a JSON object",
+            ) from exc
+        if not isinstance(data, dict):
+            raise JobSpecError(
+                f"the job spec must be a JSON object, got {type(data).__name__}",
+                hint="send the spec as a JSON object",
+            )
+    where = _non_finite(data, "spec")
+    if where is not None:
+        raise JobSpecError(
+            f"the job spec holds a non-finite number (NaN or an infinity) at {where}",
+            hint="every number in a spec must be finite; fix the named field",
+        )
     try:
-        if isinstance(data, dict):
-            return JobSpec.model_validate(data)
-        return JobSpec.model_validate_json(data)
+        return JobSpec.model_validate(data)
     except ValidationError as exc:
         raise JobSpecError(
             f"the job spec is invalid: {_describe(exc)}",
             hint="fix the named field; see docs/protocol.md for every field",
         ) from exc
+
+
+def _non_finite(value: Any, where: str) -> str | None:
+    """The path of the first NaN or infinity inside ``value``, or ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _non_finite(item, f"{where}.{key}")
+            if found is not None:
+                return found
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _non_finite(item, f"{where}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _describe(exc: ValidationError) -> str:
