@@ -239,3 +239,29 @@ def test_regression_grid_too_narrow_warns() -> None:
     with pytest.warns(ConformalWarning, match="edge of the grid"):
         intervals = federated.predict_int(X[:20], 0.9)
     assert np.isinf(intervals).any()
+
+
+def test_predict_set_excludes_p_value_equal_to_one_minus_confidence() -> None:
+    """A p-value of exactly 0.1 is excluded at confidence 0.9 (not kept by 1 - 0.9)."""
+    X, y = _data(200, 3)
+    member = ConformalClassifier(
+        RandomForestClassifier(n_estimators=10, random_state=0, n_jobs=1),
+        smoothing=False,
+        classes=LABELS,
+        random_state=0,
+    ).fit(X[:30], y[:30])
+    assert member.calibration_size_ == 9
+    federated = FederatedConformalClassifier([member], rule="median", encrypted=False)
+    p_values = federated.predict_p(X[30:])
+    sets = federated.predict_set(X[30:], confidence=0.9)
+    at_threshold = p_values == 0.1
+    assert at_threshold.any()
+    assert not sets[at_threshold].any()
+    np.testing.assert_array_equal(sets[~at_threshold], p_values[~at_threshold] > 0.1)
+
+
+def test_intervals_from_grid_exclude_p_value_equal_to_one_minus_confidence() -> None:
+    """Candidates whose p-value is exactly 1 - confidence fall outside the interval."""
+    grid = np.arange(6.0)
+    p = np.array([[0.0, 0.1, 0.3, 0.2, 0.1, 0.0]])
+    np.testing.assert_array_equal(intervals_from_grid(p, grid, 0.9)[0], [1, 4])

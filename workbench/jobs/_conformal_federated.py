@@ -39,6 +39,7 @@ from workbench.jobs._conformal_core import (
     evaluate_intervals,
     evaluate_sets,
     minimum_calibration_size,
+    p_value_threshold,
 )
 
 logger = logging.getLogger(__name__)
@@ -305,7 +306,7 @@ class FederatedConformalClassifier(_Federated):
             If no member has enough calibration examples for ``confidence``.
         """
         level = check_confidence(confidence)
-        return self.predict_p(X, confidence=level) > 1.0 - level
+        return self.predict_p(X, confidence=level) > p_value_threshold(level)
 
     def evaluate(
         self, X: ArrayLike, y: ArrayLike, confidence: float = 0.9
@@ -355,7 +356,7 @@ def intervals_from_grid(
         when the set reaches the edge of the grid, and both are NaN when the set
         is empty.
     """
-    inside = p_values > 1.0 - confidence
+    inside = p_values > p_value_threshold(confidence)
     n_candidates = candidates.size
     any_inside = inside.any(axis=1)
     first = np.argmax(inside, axis=1)
