@@ -543,6 +543,95 @@ class Federation:
                 **options,
             )
 
+    def split_conformal(
+        self,
+        job: Job | str,
+        *,
+        calibration: str = "validation",
+        dataset: str | None = None,
+        bins: int = 1000,
+        mondrian: bool = False,
+        members: Sequence[str] | None = None,
+        min_members: int | None = None,
+        round_deadline: float = 120.0,
+        key_bits: int = 2048,
+        allow_insecure_keys: bool = False,
+        features: Sequence[str] | None = None,
+        target: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Calibrate a FedAvg job's model by split conformal across its members.
+
+        One job of kind ``split_conformal``: this member rebuilds the FedAvg
+        model, sends its parameters sealed to each participant, and each scores
+        its calibration rows with it, counts the scores per bin and uploads the
+        counts encrypted; only their sum is decrypted, here. Predictions are then
+        made here, without sending any object. See docs/conformal.md.
+
+        Parameters
+        ----------
+        job : Job or str
+            A FedAvg job (or its id) that this member submitted or took part in;
+            it is waited for.
+        calibration : {"validation", "dataset"}, default="validation"
+            ``"validation"``: the rows the FedAvg job held out at each member
+            (it must have ``validation_fraction > 0``); ``"dataset"``: every row
+            of ``dataset``, registered for calibration and never trained on.
+        dataset : str, optional
+            The calibration dataset (``calibration="dataset"``).
+        bins : int, default=1000
+            Equal bins of the score ``1 - p(y|x)`` over ``[0, 1]``: the
+            threshold is at most ``1 / bins`` above the exact quantile.
+        mondrian : bool, default=False
+            One histogram per class, for coverage per class.
+        members : sequence of str, optional
+            Participants, among the FedAvg job's; default: all of them.
+        min_members : int, optional
+            Fewest histograms with which the calibration succeeds; default 2 (1
+            with a single participant), so that the pooled histogram is never one
+            member's unless only one takes part.
+        round_deadline, key_bits, allow_insecure_keys
+            As in :meth:`train`.
+        features, target : optional
+            Columns of the calibration dataset; default: the FedAvg job's.
+        timeout : float, optional
+            Seconds to wait for each job.
+
+        Returns
+        -------
+        workbench.jobs.conformal.SplitConformalPredictor
+            With ``predict_p``, ``predict_set``, ``evaluate`` and ``threshold``.
+        """
+        from workbench.jobs.conformal import calibrate_shared_model
+
+        fedavg = self.job(job) if isinstance(job, str) else job
+        _check_round_options(
+            rounds=None, round_deadline=round_deadline, seed=0, max_rounds=1
+        )
+        if members is not None:
+            self._check_members(members)
+        participants = list(members or fedavg.spec.members or [])
+        _check_min_members(min_members, len(participants))
+        with _spec_errors():
+            encryption = EncryptionSpec(
+                key_bits=key_bits, allow_insecure_keys=allow_insecure_keys
+            )
+            return calibrate_shared_model(
+                self,
+                fedavg,
+                calibration=calibration,
+                dataset=dataset,
+                bins=bins,
+                mondrian=mondrian,
+                members=members,
+                min_members=min_members,
+                round_deadline=round_deadline,
+                encryption=encryption,
+                features=features,
+                target=target,
+                timeout=timeout,
+            )
+
     def stats(
         self,
         *,

@@ -5,7 +5,8 @@ data; for a query, the members return p-values only, and these are combined into
 aggregated p-values, prediction sets and intervals. The mean rules run under
 Paillier, so that neither the coordinator nor the querier sees one member's
 p-values. For a model the members share (a FedAvg result, say), federated split
-conformal prediction calibrates it with an encrypted histogram of scores.
+conformal prediction calibrates it with an encrypted histogram of scores
+(``Federation.split_conformal``, a job of kind ``split_conformal``).
 
 The API follows crepes and MAPIE: ``predict_p``, ``predict_set`` (a boolean array,
 objects by classes), ``predict_int`` for regression and ``evaluate``; the public
@@ -86,11 +87,16 @@ from workbench.jobs._conformal_split import (
     histogram_encoding,
     histogram_from_sum,
 )
+from workbench.jobs._conformal_split_job import (
+    SplitConformalPredictor,
+    calibrate_shared_model,
+)
 
 __all__ = [
     "CONSERVATIVE_RULES",
     "ENCRYPTED_RULES",
     "RULES",
+    "SplitConformalPredictor",
     "ConformalClassifier",
     "ConformalQuerier",
     "ConformalRegressor",
@@ -104,6 +110,7 @@ __all__ = [
     "MemberReply",
     "QueryReport",
     "add_counts",
+    "calibrate_shared_model",
     "check_confidence",
     "combine_p_values",
     "conformal_counts",

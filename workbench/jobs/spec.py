@@ -27,7 +27,7 @@ from workbench.names import validate_name
 
 __all__ = ["JOB_KINDS", "EncryptionSpec", "JobSpec", "parse_spec"]
 
-JOB_KINDS = ("fedavg", "stats", "conformal")
+JOB_KINDS = ("fedavg", "stats", "conformal", "split_conformal")
 
 Scalar = str | int | float | bool | None
 OptionValue = Scalar | list[Scalar] | list[list[Scalar]] | dict[str, Scalar]
@@ -80,7 +80,7 @@ class JobSpec(BaseModel):
 
     Parameters
     ----------
-    kind : {"fedavg", "stats", "conformal"}
+    kind : {"fedavg", "stats", "conformal", "split_conformal"}
         What the job computes; each kind is one module of :mod:`workbench.jobs`.
     dataset : str
         Name under which every participant registered its local dataset.
@@ -110,7 +110,7 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    kind: Literal["fedavg", "stats", "conformal"]
+    kind: Literal["fedavg", "stats", "conformal", "split_conformal"]
     dataset: str = Field(min_length=1, max_length=64)
     target: str | None = None
     features: list[str] | None = None
