@@ -99,7 +99,7 @@ def stored_bytes(federation: LocalFederation) -> bytes:
 def test_validation_threshold_equals_the_library_and_covers(
     federation: LocalFederation, lab_data: dict[str, Any], fedavg: Any
 ) -> None:
-    """The job's threshold is the library's on the held-out rows; coverage is near 0.9."""
+    """The job's threshold is the library's on the held-out rows; coverage is near."""
     assert federation.researcher is not None
 
     predictor = federation.researcher.split_conformal(fedavg, bins=200, **SMALL_KEYS)
