@@ -262,6 +262,7 @@ def calibrate_shared_model(
     from workbench.jobs.split_conformal import (
         HISTOGRAM_VECTOR,
         MODEL_BLOB,
+        SplitConformalOptions,
         encode_model,
         model_parameters,
         shared_model,
@@ -322,8 +323,9 @@ def calibrate_shared_model(
             f"but its weight says {decrypted.weight}",
             hint="a member sent a malformed histogram; calibrate again",
         )
+    classes = SplitConformalOptions.from_spec(spec).classes
     predictor = SplitConformalPredictor(
-        model, counts, classes=spec.options["classes"], bins=bins, mondrian=mondrian
+        model, counts, classes=classes, bins=bins, mondrian=mondrian
     )
     predictor.last_report_ = report
     predictor.job_ = job

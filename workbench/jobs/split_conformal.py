@@ -299,7 +299,7 @@ def split_conformal_spec(
             "calibration": calibration,
             "bins": bins,
             "mondrian": mondrian,
-            "classes": list(fedavg_spec.options["classes"]),  # type: ignore[arg-type]
+            "classes": FedAvgOptions.from_spec(fedavg_spec).classes,
         },
     )
     check_options(spec)
