@@ -13,7 +13,6 @@ from workbench.crypto import EncryptedVector, decrypt_vector
 from workbench.errors import (
     AlreadyAnsweredError,
     ConflictError,
-    EncodingMismatchError,
     KeyMismatchError,
     PayloadTooLargeError,
     WireFormatError,
@@ -94,14 +93,41 @@ def test_upload_under_wrong_key_is_refused(running: Running, small_keys) -> None
             client.upload_update(setup.job_id, 1, update(setup, [1.0]))
 
 
-def test_update_that_does_not_fit_is_refused(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
-    """An update with another length than the round's first one is refused."""
-    setup = submit(running, small_keys[0])
+def test_update_of_a_minority_layout_is_left_out(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+    """An update unlike most of the round's is left out, even when it came first."""
+    setup = submit(running, small_keys[0], rounds=1, min_members=2)
     with setup.client("a") as client:
-        client.upload_update(setup.job_id, 1, update(setup, [1.0, 2.0]))
+        client.upload_update(setup.job_id, 1, update(setup, [1.0, 2.0, 3.0]))
+    for member in "bc":
+        with setup.client(member) as client:
+            client.upload_update(setup.job_id, 1, update(setup, [1.0, -2.0]))
+
+    status = wait_state(setup, lambda s: s["state"] != "running")
+
+    members = {m["name"]: m for m in status["members"]}
+    assert status["state"] == "completed"
+    assert members["a"]["state"] == "failed"
+    assert "differ from those most members" in members["a"]["reason"]
     with setup.client("b") as client:
-        with pytest.raises(EncodingMismatchError, match="does not fit"):
-            client.upload_update(setup.job_id, 1, update(setup, [1.0, 2.0, 3.0]))
+        data = client.aggregate(setup.job_id, 1, wait=5)
+    assert data is not None
+    vector = EncryptedVector.from_bytes(decode_bundle(data)["p"], setup.public_key)  # type: ignore[arg-type]
+    total = decrypt_vector(setup.private_key, vector)  # type: ignore[arg-type]
+    assert total.contributions == 2
+    np.testing.assert_allclose(total.values, [2.0, -4.0], atol=2 * 8.0 / 32767)
+
+
+def test_round_fails_when_layouts_tie(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+    """With no layout shared by most members, no update is added."""
+    setup = submit(running, small_keys[0], rounds=1, min_members=1)
+    for member, values in zip("abc", ([1.0], [1.0, 2.0], [1.0, 2.0, 3.0]), strict=True):
+        with setup.client(member) as client:
+            client.upload_update(setup.job_id, 1, update(setup, values))
+
+    status = wait_state(setup, lambda s: s["state"] != "running")
+
+    assert status["state"] == "failed"
+    assert "disagree on their vectors" in status["reason"]
 
 
 def test_second_answer_is_refused(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]

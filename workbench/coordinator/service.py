@@ -47,7 +47,6 @@ from workbench.errors import (
     AlreadyAnsweredError,
     AuthenticationError,
     ConflictError,
-    EncodingMismatchError,
     JobSpecError,
     KeyMismatchError,
     NotFoundError,
@@ -76,6 +75,24 @@ class MemberIdentity:
     name: str
     federation_id: int
     federation: str
+
+
+def _layout(vectors: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(
+        (
+            name,
+            vector.length,
+            vector.weighted,
+            tuple(sorted(vector.encoding.to_dict().items())),
+        )
+        for name, vector in sorted(vectors.items())
+    )
+
+
+def _layout_text(vectors: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{name}: {vector.length} values" for name, vector in sorted(vectors.items())
+    )
 
 
 def check_member_name(name: str, what: str = "member name") -> str:
@@ -715,10 +732,14 @@ class Coordinator:
             If the caller already answered this round.
         WireFormatError, KeyMismatchError, CiphertextRangeError, ProtocolError
             If the update is malformed or under another key.
-        EncodingMismatchError
-            If it does not fit the updates received before it in this round.
+
+        Notes
+        -----
+        Updates are not compared with one another on arrival; when the round
+        closes, only the updates of the layout most members share are added, and
+        the members whose update differs are marked failed.
         """
-        from workbench.coordinator.aggregation import add_updates, check_update
+        from workbench.coordinator.aggregation import check_update
         from workbench.crypto import public_key_from_json
 
         # State first, so that a late upload hears it is late whatever its bytes.
@@ -741,25 +762,9 @@ class Coordinator:
             job = self._visible_job(db, who, job_id)
             part = self._participant(db, job, who)
             item = self._answerable_round(db, job, part, who, number)
-            first = db.scalar(
-                select(Answer).where(
-                    Answer.job_id == job.id,
-                    Answer.round == number,
-                    Answer.status == "update",
-                )
-            )
-            if first is not None:
-                earlier = check_update(
-                    self.storage.blobs.get(str(first.blob_sha)), public_key
-                )
-                try:
-                    add_updates([earlier, vectors])
-                except (EncodingMismatchError, KeyMismatchError) as exc:
-                    raise EncodingMismatchError(
-                        f"the update does not fit the round's earlier updates: "
-                        f"{exc.message}",
-                        hint="use the encoding the job's kind defines",
-                    ) from exc
+            # Updates are not compared with each other here: whoever uploads first
+            # must not decide what the round's updates look like. The round adds
+            # the updates whose layout most members share when it closes.
             sha = self.storage.blobs.put(data)
             db.add(
                 Answer(
@@ -1096,11 +1101,45 @@ class Coordinator:
             self._finish(db, job, "failed", reason)
             return
         public_key = public_key_from_json(job.public_key_json)
+        ordered = sorted(updates, key=lambda a: a.member_id)
         checked = [
             check_update(self.storage.blobs.get(str(a.blob_sha)), public_key)
-            for a in sorted(updates, key=lambda a: a.member_id)
+            for a in ordered
         ]
-        bundle = add_updates(checked)
+        kept = self._majority_layout(checked)
+        by_member = {p.member_id: p for p in parts}
+        for index, answer in enumerate(ordered):
+            if index in kept:
+                continue
+            part = by_member.get(answer.member_id)
+            if part is not None:
+                part.state = "failed"
+                part.reason = (
+                    f"round {item.number}: its update's vectors "
+                    f"({_layout_text(checked[index])}) differ from those most "
+                    "members of the round uploaded"
+                )
+            self._event(db, job, item.number, "dropped", names[answer.member_id])
+            logger.warning(
+                "job %s round %d: member %s dropped (update layout)",
+                job.id,
+                item.number,
+                names[answer.member_id],
+            )
+        if len(kept) < spec.min_members:
+            item.state = "failed"
+            self._finish(
+                db,
+                job,
+                "failed",
+                f"round {item.number} closed with {len(kept)} update(s) of one "
+                f"layout, fewer than min_members={spec.min_members}; the members' "
+                "updates disagree on their vectors (run the same version of "
+                "workbench at every member, with the same dataset columns)",
+            )
+            return
+        updates = [ordered[i] for i in sorted(kept)]
+        bundle = add_updates([checked[i] for i in sorted(kept)])
         item.aggregate_sha = self.storage.blobs.put(bundle)
         item.aggregate_size = len(bundle)
         item.state = "closed"
@@ -1113,6 +1152,22 @@ class Coordinator:
             return
         job.current_round = item.number + 1
         self._open_round(db, job, spec, item.number + 1)
+
+    @staticmethod
+    def _majority_layout(checked: list[dict[str, Any]]) -> set[int]:
+        """Indices of the updates of the layout shared by most members.
+
+        A layout is the vector names with each vector's length, weighting and
+        encoding. When two layouts are shared by equally many members, none is
+        chosen: the coordinator cannot tell which is honest.
+        """
+        groups: dict[tuple[Any, ...], set[int]] = {}
+        for index, vectors in enumerate(checked):
+            groups.setdefault(_layout(vectors), set()).add(index)
+        sizes = sorted((len(g) for g in groups.values()), reverse=True)
+        if len(sizes) > 1 and sizes[0] == sizes[1]:
+            return set()
+        return max(groups.values(), key=len)
 
     def _open_round(self, db: Session, job: Job, spec: JobSpec, number: int) -> None:
         opened = now()
