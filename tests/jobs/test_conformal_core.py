@@ -290,3 +290,21 @@ def test_predicting_before_fitting_raises() -> None:
         ConformalClassifier().predict_p(np.zeros((1, 2)))
     with pytest.raises(ConformalError, match="call fit"):
         ConformalRegressor().predict_int(np.zeros((1, 2)))
+
+
+def test_evaluate_intervals_keeps_unbounded_widths_infinite():
+    """An unbounded interval has an infinite width and an empty one width 0."""
+    import warnings
+
+    from workbench.jobs._conformal_core import evaluate_intervals
+
+    intervals = np.array([[0.0, 2.0], [-np.inf, np.inf], [np.nan, np.nan], [1.0, 5.0]])
+    truth = np.array([1.0, 3.0, 0.0, 6.0])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = evaluate_intervals(intervals, truth)
+
+    assert result["coverage"] == 0.5
+    assert result["mean_width"] == np.inf
+    assert result["median_width"] == 3.0

@@ -909,11 +909,14 @@ def evaluate_intervals(
     -------
     dict
         ``coverage``, ``error_rate``, ``mean_width`` and ``median_width``; an
-        empty interval (NaN bounds) counts as a miss of width 0.
+        empty interval (NaN bounds) counts as a miss of width 0, and an unbounded
+        one has an infinite width.
     """
     covered = (intervals[:, 0] <= y) & (y <= intervals[:, 1])
-    # An empty interval (NaN bounds) covers nothing and has width 0.
-    widths = np.nan_to_num(intervals[:, 1] - intervals[:, 0], nan=0.0)
+    # An empty interval (NaN bounds) covers nothing and has width 0; an unbounded
+    # one keeps its infinite width, so that a mean over it is infinite, not huge.
+    widths = intervals[:, 1] - intervals[:, 0]
+    widths = np.where(np.isnan(widths), 0.0, widths)
     return {
         "coverage": float(covered.mean()),
         "error_rate": float(1.0 - covered.mean()),
