@@ -182,7 +182,7 @@ def _join(
         try:
             found.save(save_to, overwrite=overwrite)
         except CredentialFileError as exc:
-            spare = found.save(fallback_path(save_to))
+            spare = _save_spare(found, save_to)
             logger.warning(
                 "the credential could not be written to %s; saved to %s instead",
                 save_to,
@@ -195,6 +195,26 @@ def _join(
                 hint=f"move {spare} where you want it; connect with credential=",
             ) from exc
     return Federation(found, url=url, verify=verify)
+
+
+def _save_spare(found: Credential, wanted: str | os.PathLike[str]) -> Path:
+    # Beside the wanted path first, then in the working folder.
+    candidates = [fallback_path(wanted), fallback_path(Path.cwd() / Path(wanted).name)]
+    for candidate in candidates:
+        try:
+            return found.save(candidate)
+        except CredentialFileError as exc:
+            logger.warning(
+                "the credential could not be saved to %s either: %s",
+                candidate,
+                exc.message,
+            )
+    raise CredentialFileError(
+        f"joined {found.federation} as {found.member}, but the credential could not "
+        f"be written to {wanted}, beside it, or to the working folder",
+        hint="the member is lost: ask for a new invitation, and join to a folder "
+        "you can write to",
+    )
 
 
 class Federation:
@@ -1067,13 +1087,12 @@ class _spec_errors:  # noqa: N801 - used as a context manager, like a function
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: object, exc: BaseException | None, trace: object) -> bool:
+    def __exit__(self, kind: object, exc: BaseException | None, trace: object) -> None:
         if isinstance(exc, ValidationError):
             raise JobSpecError(
                 f"invalid job options: {_describe_validation(exc)}",
                 hint="fix the named parameter; see the function's docstring",
             ) from exc
-        return False
 
 
 def _describe_validation(exc: ValidationError) -> str:
