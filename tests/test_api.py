@@ -40,6 +40,47 @@ def join_all(running: Running, names: list[str]) -> dict[str, Federation]:
     }
 
 
+def test_train_newton_reaches_the_pooled_model(coordinator: Running) -> None:
+    """strategy="newton" on every row predicts as a pooled logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    federations = join_all(coordinator, ["hospital-a", "hospital-b", "researcher"])
+    _, parts = split_demo_data(2, ["hospital-a", "hospital-b"])
+    try:
+        for name in ("hospital-a", "hospital-b"):
+            federations[name].register_dataset(
+                "cancer", parts[name][0], target="target"
+            )
+        job = federations["researcher"].train(
+            dataset="cancer",
+            model="logistic_regression",
+            rounds=8,
+            classes=[0, 1],
+            strategy="newton",
+            validation_fraction=0.0,
+            key_bits=512,
+            allow_insecure_keys=True,
+        )
+        model = job.wait(timeout=180).model
+    finally:
+        for federation in federations.values():
+            federation.close()
+
+    train = pd.concat([parts[n][0] for n in parts])
+    test = pd.concat([parts[n][1] for n in parts])
+    X_train, X_test = (f.drop(columns="target").to_numpy() for f in (train, test))
+    pooled = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    pooled.fit(X_train, train["target"])
+    # Gradients and Hessians travel as 16-bit fixed-point values, so the federated
+    # optimum sits within the packing error of the pooled one, not on it.
+    federated_p = model.predict_proba(X_test)[:, 1]
+    pooled_p = pooled.predict_proba(X_test)[:, 1]
+    np.testing.assert_allclose(federated_p, pooled_p, atol=1e-2)
+    assert np.mean((federated_p >= 0.5) == (pooled_p >= 0.5)) >= 0.99
+
+
 def test_connect_with_credential_file(coordinator: Running, tmp_path: Path) -> None:
     """A saved credential connects again as the same member."""
     member = join_all(coordinator, ["a"])["a"]
@@ -248,6 +289,11 @@ def pair(coordinator: Running) -> Iterator[dict[str, Federation]]:
         ({"members": ["nobody"]}, r"\['nobody'\], not members of 'f1'"),
         ({"members": "b"}, r"members must be a list .* got 'b'"),
         ({"model_params": {"C": [1]}}, "model_params"),
+        ({"strategy": "bogus"}, "strategy must be one of .* got 'bogus'"),
+        (
+            {"strategy": "newton", "model": "sgd_classifier"},
+            "trains logistic_regression only",
+        ),
     ],
 )
 def test_train_options_are_checked(

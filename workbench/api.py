@@ -358,12 +358,14 @@ class Federation:
         key_bits: int = 2048,
         standardize: bool = True,
         local_epochs: int = 5,
+        strategy: str = "fedavg",
+        validation_fraction: float = 0.2,
         model_params: Mapping[str, Any] | None = None,
         features: Sequence[str] | None = None,
         target: str | None = None,
         allow_insecure_keys: bool = False,
     ) -> Job:
-        """Submit an encrypted FedAvg job and return its handle.
+        """Submit an encrypted federated training job and return its handle.
 
         Parameters
         ----------
@@ -394,6 +396,14 @@ class Federation:
             Standardize features with pooled moments computed under encryption.
         local_epochs : int, default=5
             Local solver iterations (or passes) per round.
+        strategy : {"fedavg", "newton"}, default="fedavg"
+            ``"fedavg"`` averages locally trained parameters; ``"newton"`` (binary
+            ``logistic_regression`` only) adds the members' gradients and Hessians
+            under encryption and takes one Newton step per round, which reaches the
+            pooled model's optimum (see :mod:`workbench.jobs.fedavg`).
+        validation_fraction : float, default=0.2
+            Share of each member's rows kept out of training for the per-round
+            validation metrics; 0 trains on every row (metrics are then in-sample).
         model_params : mapping, optional
             Model hyperparameters.
         features, target : optional
@@ -443,6 +453,8 @@ class Federation:
                 members=participants,
                 standardize=standardize,
                 local_epochs=local_epochs,
+                strategy=strategy,
+                validation_fraction=validation_fraction,
                 model_params=model_params,
                 features=features,
                 target=target,
