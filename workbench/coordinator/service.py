@@ -1111,10 +1111,10 @@ class Coordinator:
         for index, answer in enumerate(ordered):
             if index in kept:
                 continue
-            part = by_member.get(answer.member_id)
-            if part is not None:
-                part.state = "failed"
-                part.reason = (
+            outvoted = by_member.get(answer.member_id)
+            if outvoted is not None:
+                outvoted.state = "failed"
+                outvoted.reason = (
                     f"round {item.number}: its update's vectors "
                     f"({_layout_text(checked[index])}) differ from those most "
                     "members of the round uploaded"

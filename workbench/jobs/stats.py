@@ -48,7 +48,7 @@ import pandas as pd
 from workbench.crypto import DecryptedSum, PackedEncoding, encrypt_vector
 from workbench.errors import DatasetError, JobSpecError
 from workbench.jobs import JobContext, register_job_kind
-from workbench.jobs.spec import EncryptionSpec, JobSpec
+from workbench.jobs.spec import EncryptionSpec, JobSpec, OptionValue, Scalar
 
 __all__ = ["StatsResult", "StatsRunner", "check_options", "stats_spec", "summarize"]
 
@@ -206,6 +206,18 @@ def stats_spec(
     JobSpecError
         If an option is invalid.
     """
+    if bounds is None:
+        bounds = [5.0 * (float(row[-1]) - float(row[0])) for row in edges]
+    names: list[Scalar] = [str(c) for c in columns]
+    rows: list[list[Scalar]] = [[float(v) for v in row] for row in edges]
+    limits: list[Scalar] = [float(b) for b in bounds]
+    options: dict[str, OptionValue] = {
+        "columns": names,
+        "edges": rows,
+        "bounds": limits,
+        "max_rows": int(max_rows),
+        "min_rows": int(min_rows),
+    }
     spec = JobSpec(
         kind="stats",
         dataset=dataset,
@@ -215,20 +227,7 @@ def stats_spec(
         min_members=len(members) if min_members is None else min_members,
         round_deadline=round_deadline,
         encryption=encryption or EncryptionSpec(),
-        options={
-            "columns": [str(c) for c in columns],
-            "edges": [[float(v) for v in row] for row in edges],
-            "bounds": [
-                float(b)
-                for b in (
-                    bounds
-                    if bounds is not None
-                    else [5.0 * (float(row[-1]) - float(row[0])) for row in edges]
-                )
-            ],
-            "max_rows": int(max_rows),
-            "min_rows": int(min_rows),
-        },
+        options=options,
     )
     check_options(spec)
     return spec
