@@ -17,3 +17,17 @@ def __getattr__(name: str) -> object:
 
         return getattr(api, name)
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """Add ``%federate`` to an IPython shell (``%load_ext workbench``)."""
+    from workbench.notebook.magic import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """Remove the log handler that ``%load_ext workbench`` added."""
+    from workbench.notebook.magic import unload_ipython_extension as unload
+
+    unload(ipython)
