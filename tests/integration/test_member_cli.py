@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -139,11 +140,20 @@ def test_member_stops_promptly_on_sigterm(credential: Path, tmp_path: Path) -> N
     ]
     with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT) as run:
         assert run.stderr is not None
-        lines = []
-        for line in run.stderr:
-            lines.append(line)
-            if "serving" in line:
-                break
+        lines: list[str] = []
+        started = time.monotonic()
+        while not any("serving" in line for line in lines):
+            # A member that never says it serves must fail the test, not hang it.
+            ready, _, _ = select.select([run.stderr], [], [], 1.0)
+            if ready:
+                line = run.stderr.readline()
+                if not line:
+                    break
+                lines.append(line)
+            if time.monotonic() - started > 60:
+                run.kill()
+                pytest.fail("the member did not start serving:\n" + "".join(lines))
+        assert any("serving" in line for line in lines), "".join(lines)
         time.sleep(1.0)  # let the first long-poll begin
         os.kill(run.pid, signal.SIGTERM)
         try:
