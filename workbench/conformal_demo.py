@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench.jobs._conformal_core import p_value_threshold
 from workbench.sim import DatasetFile, LocalFederation
 
 __all__ = ["CONFIDENCES", "LABS", "format_conformal_demo", "run_conformal_demo"]
@@ -132,7 +133,7 @@ def _summaries(p_values: Any, y: Any) -> dict[str, dict[str, float]]:
     summaries = {}
     rows = np.arange(len(y))
     for level in CONFIDENCES:
-        sets = p_values > 1.0 - level
+        sets = p_values > p_value_threshold(level)
         summaries[f"{level:g}"] = {
             "coverage": float(sets[rows, y].mean()),
             "size": float(sets.sum(axis=1).mean()),

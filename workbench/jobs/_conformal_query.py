@@ -36,6 +36,7 @@ from workbench.jobs._conformal_core import (
     check_confidence,
     evaluate_intervals,
     evaluate_sets,
+    p_value_threshold,
 )
 from workbench.jobs._conformal_federated import QueryReport, intervals_from_grid
 from workbench.jobs._conformal_job import (
@@ -267,7 +268,7 @@ class ConformalQuerier:
         """
         level = check_confidence(confidence)
         self._require("classification", "predict_set")
-        return self.predict_p(X, confidence=level) > 1.0 - level
+        return self.predict_p(X, confidence=level) > p_value_threshold(level)
 
     def predict_int(self, X: ArrayLike, confidence: float = 0.9) -> NDArray[np.float64]:
         """Prediction intervals at ``confidence`` (regression), shape (n_objects, 2).
