@@ -305,6 +305,11 @@ class FederateMagics(Magics):
             "panel": self._panel,
         }
 
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        assert self.shell is not None, "the magic is used outside an IPython shell"
+        return self.shell.user_ns  # type: ignore[no-any-return]
+
     @line_cell_magic
     def federate(self, line: str, cell: str | None = None) -> Any:
         """Run a ``%federate`` subcommand; ``%federate --help`` lists them."""
@@ -354,7 +359,7 @@ class FederateMagics(Magics):
             overwrite=args.overwrite,
         )
         self.federation = federation
-        self.shell.user_ns[args.variable] = federation
+        self._user_ns[args.variable] = federation
         print(
             f"connected to {federation.name} as {federation.member} "
             f"({len(federation.members())} members); stored as {args.variable}"
@@ -362,7 +367,7 @@ class FederateMagics(Magics):
         return federation
 
     def _use(self, args: argparse.Namespace) -> api.Federation:
-        found = self.shell.user_ns.get(args.variable)
+        found = self._user_ns.get(args.variable)
         if not isinstance(found, api.Federation):
             raise ConfigurationError(
                 f"{args.variable!r} does not hold a Federation, got "
@@ -422,7 +427,7 @@ class FederateMagics(Magics):
         return pd.DataFrame(rows, columns=columns)
 
     def _register(self, args: argparse.Namespace) -> None:
-        data = self.shell.user_ns.get(args.variable)
+        data = self._user_ns.get(args.variable)
         if not isinstance(data, pd.DataFrame):
             raise ConfigurationError(
                 f"{args.variable!r} is not a pandas DataFrame of this namespace, got "
@@ -467,14 +472,14 @@ class FederateMagics(Magics):
                 "logistic_regression --rounds 10",
             )
         job = self._current().train(**options)
-        self.shell.user_ns[args.variable] = job
+        self._user_ns[args.variable] = job
         print(f"job {job.id} submitted; stored as {args.variable}")
         if args.wait:
             job.wait(progress=True, stream=sys.stdout, timeout=args.timeout)
         return job
 
     def _job(self, reference: str) -> api.Job:
-        found = self.shell.user_ns.get(reference)
+        found = self._user_ns.get(reference)
         if isinstance(found, api.Job):
             return found
         if found is not None:
