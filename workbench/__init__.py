@@ -27,7 +27,7 @@ def load_ipython_extension(ipython: object) -> None:
 
 
 def unload_ipython_extension(ipython: object) -> None:
-    """Remove the log handler that ``%load_ext workbench`` added."""
+    """Remove ``%federate`` and the log handler that ``%load_ext workbench`` added."""
     from workbench.notebook.magic import unload_ipython_extension as unload
 
     unload(ipython)

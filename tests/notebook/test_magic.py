@@ -25,8 +25,8 @@ def handlers() -> list[logging.Handler]:
     ]
 
 
-def test_load_ext_adds_one_log_handler(shell: Any) -> None:
-    """Loading the extension twice leaves one INFO handler; unloading removes it."""
+def test_load_ext_adds_one_log_handler(shell: Any, capsys: Any) -> None:
+    """Loading the extension twice leaves one INFO handler; unloading removes all."""
     assert "federate" in shell.magics_manager.magics["line"]
     assert "federate" in shell.magics_manager.magics["cell"]
     shell.run_line_magic("reload_ext", "workbench")
@@ -35,8 +35,18 @@ def test_load_ext_adds_one_log_handler(shell: Any) -> None:
 
     shell.extension_manager.unload_extension("workbench")
     assert handlers() == []
+    assert "federate" not in shell.magics_manager.magics["line"]
+    assert "federate" not in shell.magics_manager.magics["cell"]
     shell.run_line_magic("load_ext", "workbench")
     assert len(handlers()) == 1
+
+    shell.run_line_magic("federate", "")
+    shell.run_line_magic("federate", "train --help")
+    printed = capsys.readouterr().out
+    assert (
+        "connect" in printed and "Submit an encrypted federated training job" in printed
+    )
+    assert "--strategy STRATEGY" in printed
 
 
 def test_connect_with_invitation_then_credential(

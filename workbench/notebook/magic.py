@@ -96,10 +96,12 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """Remove the log handler added by :func:`load_ipython_extension`.
+    """Remove ``%federate`` and the log handler added by the extension.
 
-    The magic itself stays registered, as IPython offers no way to remove one.
+    The level of the ``workbench`` logger goes back to what it was before.
     """
+    for kind in ("line", "cell"):
+        ipython.magics_manager.magics[kind].pop("federate", None)
     root = logging.getLogger("workbench")
     for handler in list(root.handlers):
         if getattr(handler, "workbench_notebook", False):
