@@ -669,8 +669,8 @@ class Federation:
         *,
         dataset: str,
         columns: Sequence[str],
+        ranges: Mapping[str, tuple[float, float]],
         bins: int = 10,
-        ranges: Mapping[str, tuple[float, float]] | None = None,
         bounds: Mapping[str, float] | None = None,
         members: Sequence[str] | None = None,
         min_members: int | None = None,
@@ -682,82 +682,151 @@ class Federation:
     ) -> Any:
         """Pooled count, means, standard deviations and histograms of columns.
 
-        Each member's counts and sums are added under Paillier encryption; only
-        the pooled figures are decrypted, here.
+        Each member's sums and bin counts are added under Paillier encryption;
+        only the pooled figures are decrypted, here. Members refuse a job whose
+        sums could hold fewer than two members other than the submitter.
 
         Parameters
         ----------
         dataset : str
             Dataset name, registered at every participant.
-        columns : sequence of str
+        columns : list of str
             Numeric columns to summarize (complete rows only).
+        ranges : mapping of str to (float, float)
+            Histogram range of every column. Required, and chosen without looking
+            at the data: the ranges travel in the job spec, which the coordinator
+            and every member read.
         bins : int, default=10
-            Histogram bins per column, evenly spaced over its range.
-        ranges : mapping of str to (float, float), optional
-            Histogram range per column; default: the range of this member's own
-            copy of the dataset (needed when this member holds none).
+            Histogram bins per column, evenly spaced over its range (at most
+            10 000).
         bounds : mapping of str to float, optional
-            Clip bound of each column's values; default: ten times the largest
-            magnitude of its range (see :mod:`workbench.jobs.stats`).
-        members, min_members, round_deadline, key_bits, allow_insecure_keys
-            As in :meth:`train`.
+            Clip bound of a column's values around the middle of its range;
+            default: five times the range's width (see :mod:`workbench.jobs.stats`).
+            The result counts the values that were clipped.
+        members : list of str, optional
+            Participants; default as in :meth:`train`.
+        min_members : int, optional
+            Fewest members whose sums are added; default: all participants.
         min_rows : int, default=5
-            A member with fewer complete rows refuses to answer.
+            A member with fewer complete rows refuses (members never accept
+            fewer than 5).
+        round_deadline, key_bits, allow_insecure_keys
+            As in :meth:`train`.
         timeout : float, optional
             Seconds to wait for the result.
 
         Returns
         -------
         workbench.jobs.stats.StatsResult
-            ``summary`` (a DataFrame of count, mean, std per column) and
-            ``histograms`` (a DataFrame of bins per column).
+            ``summary`` (count, mean, std and clipped per column) and
+            ``histograms`` (low, high, count per bin and column).
+
+        Raises
+        ------
+        JobSpecError
+            If an argument is invalid, or the job could disclose one member's sums.
         """
-        import numpy as np
+        import math
 
-        from workbench.jobs.stats import stats_spec, summarize
+        from workbench.jobs.stats import MAX_BINS, stats_spec, summarize
 
-        names = [str(c) for c in columns]
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        if isinstance(columns, str) or not isinstance(columns, Sequence):
             raise JobSpecError(
-                f"bins must be a positive integer, got {bins!r}",
+                f"columns must be a list of column names, got {columns!r}",
+                hint=f"pass columns=[{columns!r}]"
+                if isinstance(columns, str)
+                else "pass columns=['age', ...]",
+            )
+        names = [str(c) for c in columns]
+        if (
+            isinstance(bins, bool)
+            or not isinstance(bins, int)
+            or not (1 <= bins <= MAX_BINS)
+        ):
+            raise JobSpecError(
+                f"bins must be an integer from 1 to {MAX_BINS}, got {bins!r}",
                 hint="pass bins=10, say",
             )
-        given = dict(ranges or {})
+        if not isinstance(ranges, Mapping):
+            raise JobSpecError(
+                f"ranges must map each column to (low, high), got {ranges!r}",
+                hint="pass ranges={'age': (0, 100)}",
+            )
         edges = []
         for name in names:
-            if name in given:
-                low, high = (float(v) for v in given[name])
-            elif dataset in self.datasets:
-                frame = self.datasets.get(dataset).frame
-                if name not in frame.columns:
-                    raise JobSpecError(
-                        f"the dataset {dataset!r} has no column {name!r}",
-                        hint="name columns of the registered dataset",
-                    )
-                values = pd.to_numeric(frame[name], errors="coerce").dropna()
-                low, high = float(values.min()), float(values.max())
-                if high <= low:
-                    high = low + 1.0
-            else:
+            if name not in ranges:
                 raise JobSpecError(
-                    f"no histogram range for column {name!r}, and this member holds "
-                    f"no dataset {dataset!r} to take one from",
+                    f"ranges gives no (low, high) for column {name!r}",
+                    hint="give every column a range chosen without looking at the "
+                    "data (it travels in the job spec)",
+                )
+            pair = ranges[name]
+            try:
+                low, high = (float(v) for v in pair)
+            except (TypeError, ValueError) as exc:
+                raise JobSpecError(
+                    f"the range of column {name!r} must be two numbers (low, "
+                    f"high), got {pair!r}",
+                    hint="pass ranges={column: (low, high)}",
+                ) from exc
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise JobSpecError(
+                    f"the range of column {name!r} must be finite with low < high, "
+                    f"got ({low}, {high})",
                     hint="pass ranges={column: (low, high)}",
                 )
-            edges.append(np.linspace(low, high, bins + 1).tolist())
-        spec = stats_spec(
-            dataset=dataset,
-            columns=names,
-            edges=edges,
-            members=self._participants(dataset, members),
-            bounds=None if bounds is None else [float(bounds[n]) for n in names],
-            min_rows=min_rows,
-            round_deadline=round_deadline,
-            min_members=min_members,
-            encryption=EncryptionSpec(
-                key_bits=key_bits, allow_insecure_keys=allow_insecure_keys
-            ),
+            edges.append([low + (high - low) * i / bins for i in range(bins)] + [high])
+        limits = None
+        if bounds is not None:
+            if not isinstance(bounds, Mapping) or set(bounds) - set(names):
+                raise JobSpecError(
+                    f"bounds must map some of the columns {names} to positive "
+                    f"numbers, got {bounds!r}",
+                    hint="leave bounds out to use the default",
+                )
+            limits = []
+            for name, row in zip(names, edges, strict=True):
+                value = bounds.get(name, 5.0 * (row[-1] - row[0]))
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not math.isfinite(value)
+                    or value <= 0
+                ):
+                    raise JobSpecError(
+                        f"the bound of column {name!r} must be a positive number, "
+                        f"got {value!r}",
+                        hint="pass a bound above the spread of the values",
+                    )
+                limits.append(float(value))
+        _check_round_options(
+            rounds=None, round_deadline=round_deadline, seed=0, max_rounds=1
         )
+        participants = self._participants(dataset, members)
+        _check_min_members(min_members, len(participants))
+        summed = len(participants) if min_members is None else int(min_members)
+        others = summed - (1 if self.member in participants else 0)
+        if others < 2:
+            raise JobSpecError(
+                f"a stats job must add the sums of at least two members besides the "
+                f"submitter; min_members={summed} with participants {participants} "
+                f"allows {others}",
+                hint="add members, or raise min_members",
+            )
+        with _spec_errors():
+            spec = stats_spec(
+                dataset=dataset,
+                columns=names,
+                edges=edges,
+                members=participants,
+                bounds=limits,
+                min_rows=min_rows,
+                round_deadline=round_deadline,
+                min_members=min_members,
+                encryption=EncryptionSpec(
+                    key_bits=key_bits, allow_insecure_keys=allow_insecure_keys
+                ),
+            )
         job = self.submit(spec)
         job.wait(timeout=timeout)
         return summarize(spec, job.aggregate(1))

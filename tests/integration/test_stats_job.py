@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.errors import JobFailedError
+from workbench.errors import JobFailedError, JobSpecError
 from workbench.sim import DatasetFile, LocalFederation, split_demo_data
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -113,7 +113,64 @@ def test_stats_job_fails_when_too_few_members_answer(
             columns=COLUMNS[:1],
             ranges=RANGES,
             min_rows=10**5,
-            min_members=1,
+            min_members=2,
             round_deadline=10,
             **SMALL_KEYS,
         )
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (
+            {"columns": "mean radius"},
+            r"must be a list .*pass columns=\['mean radius'\]",
+        ),
+        ({"ranges": {"mean radius": 5}}, "must be two numbers"),
+        ({"ranges": {"mean radius": (1.0, float("nan"))}}, "finite with low < high"),
+        ({"ranges": {}}, "no \\(low, high\\) for column 'mean radius'"),
+        ({"bins": 10**6}, "bins must be an integer from 1 to 10000"),
+        ({"bounds": {"worst area": 1.0}}, "bounds must map some of the columns"),
+        ({"bounds": {"mean radius": "x"}}, "must be a positive number"),
+        ({"members": ["lab-a"]}, "at least two members besides the submitter"),
+        ({"min_members": 5}, "min_members"),
+        ({"round_deadline": float("nan")}, "round_deadline"),
+    ],
+)
+def test_bad_arguments_are_refused_before_submitting(
+    federation: LocalFederation, options: dict[str, Any], match: str
+) -> None:
+    """Each bad argument of stats() raises JobSpecError naming it."""
+    assert federation.researcher is not None
+    settings: dict[str, Any] = {
+        "dataset": "cancer",
+        "columns": ["mean radius"],
+        "ranges": RANGES,
+        **SMALL_KEYS,
+    }
+    settings.update(options)
+    before = len(federation.researcher.jobs())
+
+    with pytest.raises(JobSpecError, match=match):
+        federation.researcher.stats(**settings)
+
+    assert len(federation.researcher.jobs()) == before
+
+
+def test_a_tight_bound_is_reported_as_clipped_values(
+    federation: LocalFederation, lab_frames: dict[str, Any]
+) -> None:
+    """Values beyond a column's bound are counted in the result's summary."""
+    assert federation.researcher is not None
+
+    result = federation.researcher.stats(
+        dataset="cancer",
+        columns=["worst area"],
+        ranges={"worst area": (200.0, 300.0)},
+        **SMALL_KEYS,
+    )
+
+    pooled = pd.concat(lab_frames["frames"].values())["worst area"]
+    expected = int((abs(pooled - 250.0) > 500.0).sum())
+    assert expected > 0
+    assert int(result.summary.loc["worst area", "clipped"]) == expected

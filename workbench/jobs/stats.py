@@ -11,7 +11,9 @@ vectors:
     the column means of the squared values, weighted the same way;
 ``histogram``
     for each column, the number of rows in each bin of the edges the spec
-    declares, with one bin below the first edge and one above the last.
+    declares, with one bin below the first edge and one above the last;
+``clipped``
+    for each column, the number of values clipped to its bound (see below).
 
 The coordinator adds the vectors under Paillier encryption. Whoever holds the job's
 private key (the submitter and the participants) decrypts the sums and learns the
@@ -27,12 +29,22 @@ packed with 32-bit quantization, so a pooled mean is exact up to
 :class:`workbench.crypto.PackedEncoding`) and a pooled variance up to about
 ``b_j**2 / (2**31 - 1)``. Centring keeps the variance clear of the cancellation
 that ``E[x**2] - E[x]**2`` suffers when the mean is large. Values beyond the bound
-are clipped, and the member logs a warning. Histogram
+are clipped; the result counts them per column, so a querier sees when a bound was
+too tight. Histogram
 counts are packed with a step of exactly one, so they are exact integers.
 
-Small counts can identify people. A member whose complete rows are fewer than
-``min_rows`` refuses the job (its failure is reported, the others go on); the
-pooled histogram is returned as decrypted, with no suppression of small cells.
+Small counts can identify people. A member refuses a job
+
+* whose sums could hold fewer than :data:`MIN_OTHER_MEMBERS` members besides the
+  submitter (``min_members``, less one if the submitter takes part), since the
+  submitter could then read one member's figures;
+* when its complete rows are fewer than the job's ``min_rows`` or
+  :data:`MIN_ROWS`, whichever is larger.
+
+Its failure is reported and the others go on. Two jobs over member sets that
+differ by one member still disclose that member's figures by subtraction; the
+pooled histogram is returned as decrypted, with no suppression of small cells
+(docs/limitations.md).
 """
 
 from __future__ import annotations
@@ -50,9 +62,27 @@ from workbench.errors import DatasetError, JobSpecError
 from workbench.jobs import JobContext, register_job_kind
 from workbench.jobs.spec import EncryptionSpec, JobSpec, OptionValue, Scalar
 
-__all__ = ["StatsResult", "StatsRunner", "check_options", "stats_spec", "summarize"]
+__all__ = [
+    "MAX_BINS",
+    "MIN_OTHER_MEMBERS",
+    "MIN_ROWS",
+    "StatsResult",
+    "StatsRunner",
+    "check_options",
+    "stats_spec",
+    "summarize",
+]
 
 logger = logging.getLogger(__name__)
+
+MAX_BINS = 10_000
+"""Most histogram bins of one column."""
+
+MIN_OTHER_MEMBERS = 2
+"""Fewest members besides the submitter whose sums a member lets be added."""
+
+MIN_ROWS = 5
+"""Fewest complete rows with which a member answers, whatever the job asks."""
 
 _COUNT_BITS = 32
 _COUNT_CLIP = float((1 << (_COUNT_BITS - 1)) - 1)
@@ -90,6 +120,11 @@ def _scales(spec: JobSpec) -> tuple[np.ndarray, np.ndarray]:
     return centres, bounds
 
 
+def _short(row: object) -> str:
+    text = repr(row)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def check_options(spec: JobSpec) -> None:
     """Check a stats spec's options.
 
@@ -123,10 +158,11 @@ def check_options(spec: JobSpec) -> None:
             or values.size < 2
             or not np.isfinite(values).all()
             or np.any(np.diff(values) <= 0)
+            or values.size > MAX_BINS + 1
         ):
             raise JobSpecError(
-                f"the bin edges of column {name!r} must be at least two finite, "
-                f"strictly increasing numbers, got {row!r}",
+                f"the bin edges of column {name!r} must be 2 to {MAX_BINS + 1} "
+                f"finite, strictly increasing numbers, got {_short(row)}",
                 hint="give ranges={column: (low, high)} with low < high",
             )
     bounds = options.get("bounds")
@@ -269,8 +305,18 @@ class StatsRunner:
 
     def run_round(self, context: JobContext, round: int) -> None:
         """Compute the local moments and histogram and upload them encrypted."""
+        summed = self.spec.min_members - (
+            1 if context.submitter in context.participants else 0
+        )
+        if summed < MIN_OTHER_MEMBERS:
+            raise JobSpecError(
+                f"the job's sums may hold only {summed} member(s) besides its "
+                f"submitter, fewer than {MIN_OTHER_MEMBERS}; refusing so that no "
+                "member's figures can be read alone",
+                hint="submit the job again with a larger min_members",
+            )
         table = _local_table(context)
-        min_rows = int(self.spec.options["min_rows"])  # type: ignore[arg-type]
+        min_rows = max(MIN_ROWS, int(self.spec.options["min_rows"]))  # type: ignore[arg-type]
         max_rows = int(self.spec.options["max_rows"])  # type: ignore[arg-type]
         rows = len(table)
         if rows < min_rows:
@@ -289,7 +335,8 @@ class StatsRunner:
         centres, bounds = _scales(self.spec)
         scaled = (values - centres) / bounds
         clipped = np.clip(scaled, -1.0, 1.0)
-        if np.any(clipped != scaled):
+        beyond = np.sum(clipped != scaled, axis=0).astype(np.float64)
+        if beyond.any():
             logger.warning(
                 "stats job %s: values beyond their column's bound were clipped",
                 context.job_id,
@@ -319,6 +366,7 @@ class StatsRunner:
                 "histogram": encrypt_vector(
                     key, histogram, counts, private_key=private
                 ),
+                "clipped": encrypt_vector(key, beyond, counts, private_key=private),
             },
         )
         logger.info("stats job %s: update uploaded", context.job_id)
@@ -332,7 +380,9 @@ class StatsResult:
     ----------
     summary : pandas.DataFrame
         One row per column: ``count``, ``mean``, ``std`` (sample standard
-        deviation, ``ddof=1``).
+        deviation, ``ddof=1``) and ``clipped`` (values clipped to the column's
+        bound before their moments were packed; when it is not 0, the mean and
+        std are of the clipped values).
     histograms : dict of str to pandas.DataFrame
         Per column, one row per bin: ``low``, ``high`` (``-inf`` and ``inf`` for
         the bins below and above the edges) and ``count``.
@@ -368,8 +418,10 @@ def summarize(spec: JobSpec, sums: Mapping[str, DecryptedSum]) -> StatsResult:
     spread = np.maximum(scaled_square - scaled_mean**2, 0.0) * bounds**2
     variance = spread * count / max(count - 1, 1)
     columns = list(_edges(spec))
+    clipped = np.rint(sums["clipped"].values).astype(np.int64)
     summary = pd.DataFrame(
-        {"count": count, "mean": mean, "std": np.sqrt(variance)}, index=columns
+        {"count": count, "mean": mean, "std": np.sqrt(variance), "clipped": clipped},
+        index=columns,
     )
     counts = np.rint(histogram.values).astype(np.int64)
     histograms: dict[str, pd.DataFrame] = {}
