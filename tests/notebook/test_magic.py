@@ -211,3 +211,35 @@ def test_use_and_register_errors(coordinator: Running, shell: Any, capsys: Any) 
     assert "'numbers' does not hold a Federation, got list" in errors[0]
     assert "'numbers' is not a pandas DataFrame" in errors[1]
     assert shell.run_line_magic("federate", "members")["member"].tolist() == ["a"]
+
+
+def test_stats_takes_ranges(coordinator: Running, shell: Any, capsys: Any) -> None:
+    """stats passes each --range to Federation.stats and returns the summary."""
+    names = ["hospital-a", "hospital-b", "researcher"]
+    federations = join(coordinator, invite(coordinator, names))
+    _, parts = split_demo_data(7, names[:2])
+    try:
+        for name in names[:2]:
+            federations[name].register_dataset(
+                "cancer", parts[name][0], target="target"
+            )
+        shell.user_ns["fed"] = federations["researcher"]
+        shell.run_line_magic("federate", "use fed")
+        shell.run_line_magic("federate", "stats --dataset cancer --columns x")
+        shell.run_line_magic(
+            "federate", "stats --dataset cancer --columns x --range x=1"
+        )
+        summary = shell.run_line_magic(
+            "federate",
+            "stats --dataset cancer --columns 'mean radius' "
+            "--range 'mean radius=5:30' --key-bits 512 --allow-insecure-keys",
+        )
+    finally:
+        for federation in federations.values():
+            federation.close()
+    errors = [e for e in capsys.readouterr().err.splitlines() if e.startswith("error")]
+    assert "the following arguments are required: --range" in errors[0]
+    assert "--range needs COLUMN=LOW:HIGH, got 'x=1'" in errors[1]
+    pooled = pd.concat([parts[n][0] for n in names[:2]])["mean radius"]
+    assert summary.loc["mean radius", "count"] == len(pooled)
+    assert abs(summary.loc["mean radius", "mean"] - pooled.mean()) < 1e-2

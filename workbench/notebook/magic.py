@@ -13,7 +13,7 @@ Line magic::
     %federate wait [JOB] [--timeout SECONDS]
     %federate history [JOB]
     %federate jobs
-    %federate stats --dataset D --columns A,B [--bins N]
+    %federate stats --dataset D --columns A,B --range A=LOW:HIGH ... [--bins N]
     %federate panel [JOB]
 
 Cell magic: ``%%federate train [--as NAME] [--wait]`` takes the keyword arguments
@@ -130,6 +130,20 @@ class _HelpShown(Exception):
 def _list(text: str) -> list[Any]:
     """Split ``a,b`` into items, each read as JSON where it parses (``0`` -> 0)."""
     return [_value(item.strip()) for item in text.split(",") if item.strip()]
+
+
+def _range(text: str) -> tuple[str, tuple[float, float]]:
+    """Read ``COLUMN=LOW:HIGH``, one histogram range of ``stats``."""
+    column, _, bounds = text.rpartition("=")
+    low, colon, high = bounds.partition(":")
+    try:
+        if not column or not colon:
+            raise ValueError(text)
+        return column, (float(low), float(high))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--range needs COLUMN=LOW:HIGH, got {text!r}"
+        ) from None
 
 
 def _value(text: str) -> Any:
@@ -255,6 +269,9 @@ def _parsers() -> dict[str, _Parser]:
     stats = add("stats", "Pooled count, mean and std of columns, under encryption.")
     stats.add_argument("--dataset", required=True)
     stats.add_argument("--columns", type=_list, required=True)
+    stats.add_argument(
+        "--range", dest="ranges", type=_range, action="append", required=True
+    )
     stats.add_argument("--bins", type=int, default=10)
     stats.add_argument("--key-bits", type=int, default=2048)
     stats.add_argument("--allow-insecure-keys", action="store_true")
@@ -527,6 +544,7 @@ class FederateMagics(Magics):
         result = self._current().stats(
             dataset=args.dataset,
             columns=args.columns,
+            ranges=dict(args.ranges),
             bins=args.bins,
             key_bits=args.key_bits,
             allow_insecure_keys=args.allow_insecure_keys,
