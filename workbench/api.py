@@ -56,7 +56,11 @@ from workbench.jobs import get_job_kind
 from workbench.jobs.spec import EncryptionSpec, JobSpec, parse_spec
 from workbench.member.agent import Approval, MemberAgent
 from workbench.member.credentials import Credential, check_writable, fallback_path
-from workbench.member.datasets import DatasetRegistry, LocalDataset
+from workbench.member.datasets import (
+    DatasetRegistry,
+    LocalDataset,
+    published_features,
+)
 from workbench.names import validate_name
 from workbench.wire import decode_bundle
 
@@ -423,6 +427,7 @@ class Federation:
                 "ciphertexts",
                 hint="leave encrypt=True",
             )
+        features = _check_features(features)
         if classes is None:
             if dataset not in self.datasets:
                 raise JobSpecError(
@@ -441,6 +446,7 @@ class Federation:
         )
         participants = self._participants(dataset, members)
         _check_min_members(min_members, len(participants))
+        features = self._pin_features(dataset, features, target, participants)
         with _spec_errors():
             encryption = EncryptionSpec(
                 key_bits=key_bits, allow_insecure_keys=allow_insecure_keys
@@ -554,6 +560,12 @@ class Federation:
             options["mondrian"] = mondrian
         participants = self._participants(dataset, members)
         _check_min_members(min_members, len(participants))
+        options["features"] = self._pin_features(
+            dataset,
+            _check_features(options.get("features")),
+            options.get("target"),
+            participants,
+        )
         if min_members is None:
             min_members = min(2, len(participants))
         with _spec_errors():
@@ -853,6 +865,12 @@ class Federation:
             )
         else:
             self._check_members(spec.members)
+        if spec.features is None and spec.kind in _PINNED_KINDS:
+            pinned = self._pin_features(
+                spec.dataset, None, spec.target, spec.members or []
+            )
+            if pinned is not None:
+                spec = spec.model_copy(update={"features": pinned})
         kind = get_job_kind(spec.kind)
         if kind.check_options is not None:
             with _spec_errors():
@@ -893,8 +911,22 @@ class Federation:
     def _participants(self, dataset: str, members: Sequence[str] | None) -> list[str]:
         if members is not None:
             return self._check_members(members)
-        names = [m["name"] for m in self.members()]
-        chosen = [n for n in names if n != self.member]
+        listed = self.members()
+        others = [m for m in listed if m["name"] != self.member]
+        chosen = [
+            m["name"]
+            for m in others
+            if any(d.get("name") == dataset for d in m.get("datasets", []))
+        ]
+        if not chosen:
+            chosen = [m["name"] for m in others]
+            if chosen:
+                logger.warning(
+                    "no other member published a dataset %r; asking every member "
+                    "(%d): pass members=[...] to choose",
+                    dataset,
+                    len(chosen),
+                )
         if dataset in self.datasets:
             chosen.append(self.member)
         if not chosen:
@@ -903,6 +935,40 @@ class Federation:
                 hint="invite members first, or register the dataset here",
             )
         return chosen
+
+    def _pin_features(
+        self,
+        dataset: str,
+        features: list[str] | None,
+        target: str | None,
+        participants: Sequence[str],
+    ) -> list[str] | None:
+        # The feature names a job's columns are matched by, at every member and in
+        # the model: given, else this member's registered ones, else the columns
+        # every participant published alike (without the target). None: by
+        # position at each member.
+        if features is not None:
+            return features
+        if dataset in self.datasets:
+            local = self.datasets.get(dataset)
+            if target is None or target == local.target:
+                return local.features
+            return [c for c in map(str, local.frame.columns) if c != target]
+        if not participants:
+            return None
+        schemas: dict[str, dict[str, str]] = {}
+        for member in self.members():
+            for published in member.get("datasets", []):
+                if published.get("name") == dataset and published.get("schema"):
+                    schemas[member["name"]] = dict(published["schema"])
+        found = [schemas.get(name) for name in participants]
+        first = found[0]
+        if first is None or any(schema != first for schema in found):
+            return None
+        read = published_features(first)
+        if read is None or (target is not None and target != read[1]):
+            return None
+        return read[0]
 
     def _check_members(self, members: object) -> list[str]:
         if isinstance(members, str) or not isinstance(members, Sequence):
@@ -1020,6 +1086,8 @@ class Job:
             If ``timeout`` passed first.
         """
         out = stream or sys.stderr
+        redraw = _is_tty(out)
+        shown: tuple[int, str] | None = None
         started = time.monotonic()
         status = self.federation.client.job(self.id)
         while True:
@@ -1027,7 +1095,7 @@ class Job:
             if on_round is not None:
                 on_round(status)
             if progress:
-                _draw(out, status, time.monotonic() - started)
+                shown = _draw(out, status, time.monotonic() - started, redraw, shown)
             if status["state"] != "running":
                 break
             if timeout is not None and time.monotonic() - started > timeout:
@@ -1043,7 +1111,7 @@ class Job:
                 # A restarted coordinator resumes the job: keep following it.
                 logger.warning("job %s: coordinator unreachable, retrying", self.id)
                 time.sleep(0.5)
-        if progress:
+        if progress and redraw:
             out.write("\n")
             out.flush()
         if status["state"] == "failed":
@@ -1114,6 +1182,27 @@ _CONFORMAL_OPTIONS = (
     "target",
     "timeout",
 )
+
+
+_PINNED_KINDS = ("fedavg", "conformal")
+
+
+def _check_features(features: object) -> list[str] | None:
+    if features is None:
+        return None
+    if (
+        isinstance(features, str)
+        or not isinstance(features, Sequence)
+        or not features
+        or not all(isinstance(f, str) and f for f in features)
+    ):
+        raise JobSpecError(
+            f"features must be a non-empty list of column names, got {features!r}",
+            hint=f"pass features=[{features!r}] for a single column"
+            if isinstance(features, str)
+            else "pass features=['age', 'weight'], or leave it out",
+        )
+    return list(features)
 
 
 def _is_int(value: object) -> bool:
@@ -1188,14 +1277,38 @@ def _describe_validation(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _draw(out: TextIO, status: dict[str, Any], elapsed: float) -> None:
+def _is_tty(out: TextIO) -> bool:
+    try:
+        return bool(out.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _draw(
+    out: TextIO,
+    status: dict[str, Any],
+    elapsed: float,
+    redraw: bool,
+    shown: tuple[int, str] | None,
+) -> tuple[int, str]:
+    # On a terminal one bar redrawn in place; elsewhere (a log file, a pipe, a
+    # notebook's captured stream) one line whenever a round closes or the state
+    # changes.
     total = int(status["total_rounds"])
     done = sum(1 for r in status["rounds"] if r["state"] == "closed")
-    width = 30
-    filled = int(width * done / max(total, 1))
-    bar = "#" * filled + "-" * (width - filled)
-    out.write(
-        f"\rjob {status['id'][:8]} [{bar}] round {done}/{total} "
-        f"{status['state']} {elapsed:5.1f}s"
-    )
+    now = (done, str(status["state"]))
+    if redraw:
+        width = 30
+        filled = int(width * done / max(total, 1))
+        bar = "#" * filled + "-" * (width - filled)
+        out.write(
+            f"\rjob {status['id'][:8]} [{bar}] round {done}/{total} "
+            f"{status['state']} {elapsed:5.1f}s"
+        )
+    elif now != shown:
+        out.write(
+            f"job {status['id'][:8]} round {done}/{total} {status['state']} "
+            f"{elapsed:.1f}s\n"
+        )
     out.flush()
+    return now

@@ -10,7 +10,7 @@
     workbench join --coordinator URL --invitation TOKEN --name MEMBER
                    --credential FILE
     workbench member --coordinator URL --credential FILE
-                     --dataset NAME=PATH:TARGET [--dataset ...]
+                     --dataset NAME=PATH:TARGET [--dataset ...] [--publish]
     workbench demo [--json] [--rounds 10] [--key-bits 2048] [--seed 0]
     workbench demo conformal [--json] [--key-bits 2048] [--seed 0]
 
@@ -31,7 +31,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import DatasetError, ProtocolError, WorkbenchError
+from workbench.errors import (
+    ConfigurationError,
+    DatasetError,
+    ProtocolError,
+    WorkbenchError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +124,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH:TARGET",
         help="a dataset to serve (repeatable)",
     )
+    member.add_argument(
+        "--publish",
+        action="store_true",
+        help="publish each dataset's schema and row count, not only its name",
+    )
     member.add_argument("--poll-wait", type=float, default=20.0)
     member.add_argument("--cafile")
     member.add_argument("--log-level", default="INFO")
@@ -140,6 +150,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _check_log_level(level: str) -> None:
+    if level.upper() not in _LOG_LEVELS:
+        raise ConfigurationError(
+            f"--log-level must be one of {', '.join(_LOG_LEVELS)}, got {level!r}",
+            hint="pass --log-level INFO, say",
+        )
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -154,6 +175,13 @@ def _logging(level: str) -> None:
 def _coordinator(args: argparse.Namespace) -> int:
     from workbench.coordinator import CoordinatorSettings, check_transport, serve
 
+    _check_log_level(args.log_level)
+    if args.max_body_bytes < 1:
+        raise ConfigurationError(
+            f"--max-body-bytes must be a positive number of bytes, got "
+            f"{args.max_body_bytes}",
+            hint="leave it out for 16 MiB, or pass e.g. --max-body-bytes 33554432",
+        )
     check_transport(args.host, args.certfile, args.keyfile, insecure=args.insecure)
     _logging(args.log_level)
     settings = CoordinatorSettings(
@@ -174,7 +202,10 @@ def _coordinator(args: argparse.Namespace) -> int:
 
 def _federation_create(args: argparse.Namespace) -> int:
     from workbench.coordinator import Coordinator, Storage
+    from workbench.names import validate_name
 
+    # The name first: a refused name must not leave a new state folder behind.
+    validate_name("federation", args.name)
     storage = Storage(args.data_dir, args.database)
     try:
         token = Coordinator(storage).create_federation(args.name)
@@ -231,6 +262,19 @@ def _invite(args: argparse.Namespace) -> int:
 def _join(args: argparse.Namespace) -> int:
     from workbench.api import connect
 
+    if not args.coordinator.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"--coordinator must be the coordinator's http:// or https:// address, "
+            f"got {args.coordinator!r}",
+            hint="pass e.g. --coordinator http://127.0.0.1:8470",
+        )
+    parent = Path(args.credential).expanduser().parent
+    if not parent.is_dir():
+        raise ConfigurationError(
+            f"--credential {args.credential}: the folder {parent} does not exist",
+            hint=f"create it first (mkdir -p {parent}), or name a file in an "
+            "existing folder",
+        )
     federation = connect(
         args.coordinator,
         invitation=args.invitation,
@@ -267,6 +311,23 @@ def parse_dataset(text: str) -> tuple[str, Path, str]:
     return validate_name("dataset", name), Path(path), target
 
 
+def publish_datasets(client: Any, registry: Any, *, full: bool) -> None:
+    """Publish the name of every dataset in ``registry`` to the federation.
+
+    Jobs then ask the members that serve a dataset by default. With ``full`` the
+    schema (column names and dtypes) and row count go too; values never do.
+    """
+    for name in registry.names():
+        if full:
+            dataset = registry.get(name)
+            client.publish_dataset(name, dataset.schema(), len(dataset.frame))
+        else:
+            client.publish_dataset(name, {}, None)
+        logger.info(
+            "dataset %s published (%s)", name, "schema and rows" if full else "name"
+        )
+
+
 def _member(args: argparse.Namespace) -> int:
     from workbench.member import Credential, DatasetRegistry, MemberAgent
 
@@ -276,6 +337,7 @@ def _member(args: argparse.Namespace) -> int:
             hint="pass --dataset NAME=PATH:TARGET (repeatable), e.g. "
             "--dataset cancer=/data/cancer.csv:diagnosis",
         )
+    _check_log_level(args.log_level)
     _logging(args.log_level)
     credential = Credential.load(args.credential)
     if args.coordinator:
@@ -289,6 +351,7 @@ def _member(args: argparse.Namespace) -> int:
     agent = MemberAgent(
         credential, registry, poll_wait=args.poll_wait, verify=args.cafile or True
     )
+    publish_datasets(agent.client, registry, full=args.publish)
 
     def stop(_signal: int, _frame: Any) -> None:
         agent.stop(timeout=0)

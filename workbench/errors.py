@@ -185,6 +185,13 @@ class JobSpecError(WorkbenchError):
     http_status = 422
 
 
+class InvalidRequestError(WorkbenchError):
+    """A request body or query does not have the fields and types a route takes."""
+
+    code = "invalid_request"
+    http_status = 422
+
+
 class InvalidNameError(WorkbenchError):
     """A name of a dataset, member or federation breaks the naming rule."""
 

@@ -14,6 +14,7 @@ from workbench.errors import (
     InvalidNameError,
 )
 from workbench.member import Credential, DatasetRegistry
+from workbench.member.datasets import published_features
 
 
 def frame() -> pd.DataFrame:
@@ -45,7 +46,8 @@ def test_xy_from_csv(tmp_path: Path) -> None:
     X, y = dataset.xy()
     assert X.shape == (3, 1) and list(y) == [0, 1, 0]
     schema = dataset.schema()
-    assert set(schema) == {"age", "site", "label"} and schema["age"] == "float64"
+    assert schema == {"age": "float64; column 0", "label": "int64; target"}
+    assert published_features(schema) == (["age"], "label")
     assert "50" not in str(dataset.schema())
 
 

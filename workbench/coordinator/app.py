@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from workbench.coordinator.service import Coordinator, MemberIdentity
 from workbench.coordinator.storage import Storage
 from workbench.errors import (
+    InvalidRequestError,
     PayloadTooLargeError,
     ProtocolError,
     TooManyRequestsError,
@@ -103,7 +104,7 @@ class DatasetRequest(_Strict):
     schema_: dict[
         Annotated[str, StringConstraints(min_length=1, max_length=128)],
         Annotated[str, StringConstraints(min_length=1, max_length=64)],
-    ] = Field(alias="schema", min_length=1, max_length=MAX_COLUMNS)
+    ] = Field(alias="schema", min_length=0, max_length=MAX_COLUMNS)
     rows: StrictInt | None = Field(default=None, ge=0, lt=MAX_ROWS)
 
 
@@ -482,12 +483,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         for error in exc.errors()[:5]:
             where = ".".join(str(p) for p in error.get("loc", ()))
             parts.append(f"{where}: {error.get('msg', 'invalid')}")
-        body = {
-            "code": "invalid_request",
-            "message": "the request is invalid: " + "; ".join(parts),
-            "hint": "see docs/protocol.md for the fields of each route",
-        }
-        return JSONResponse(body, status_code=422)
+        error = InvalidRequestError(
+            "the request is invalid: " + "; ".join(parts),
+            hint="see docs/protocol.md for the fields of each route",
+        )
+        return JSONResponse(error.to_dict(), status_code=error.http_status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(

@@ -51,7 +51,7 @@ from workbench.wire import encode_array
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ConformalQuerier", "combination_from_sum"]
+__all__ = ["ConformalQuerier", "align_columns", "combination_from_sum"]
 
 
 def combination_from_sum(
@@ -218,7 +218,7 @@ class ConformalQuerier:
             failures.
         """
         level = None if confidence is None else check_confidence(confidence)
-        X_query = _query_matrix(X)
+        X_query = _query_matrix(self._by_name(X))
         self._check_width(X_query.shape[1])
         spec = self._spec(X_query.shape[0], X_query.shape[1], level)
         job = self.federation.submit(spec)
@@ -305,7 +305,7 @@ class ConformalQuerier:
             See :func:`~workbench.jobs.conformal.evaluate_sets` (classification)
             or :func:`~workbench.jobs.conformal.evaluate_intervals` (regression).
         """
-        X_test = _query_matrix(X)
+        X_test = _query_matrix(self._by_name(X))
         labels = _as_labels(y, X_test.shape[0])
         if self.task == "regression":
             return evaluate_intervals(
@@ -325,6 +325,10 @@ class ConformalQuerier:
         return evaluate_sets(sets, columns, self.classes_)
 
     # Helpers ----------------------------------------------------------------------
+
+    def _by_name(self, X: ArrayLike) -> ArrayLike:
+        # A DataFrame goes in the job's feature order; an array goes by position.
+        return align_columns(X, self.spec_options.get("features"))
 
     def _check_width(self, n_features: int) -> None:
         # The querier's own copy of the dataset, if it holds one, says how many
@@ -412,3 +416,40 @@ def _query_matrix(X: ArrayLike) -> NDArray[np.float64]:
             hint="drop or impute rows with missing values before querying",
         )
     return matrix
+
+
+def align_columns(X: Any, features: Sequence[str] | None) -> Any:
+    """Reorder a DataFrame's columns to ``features``; other inputs pass unchanged.
+
+    Parameters
+    ----------
+    X : array-like or pandas.DataFrame
+        Query objects.
+    features : sequence of str or None
+        The job's feature columns, in the members' order; ``None`` when no names
+        are known, and then every input goes by position.
+
+    Returns
+    -------
+    array-like
+        ``X[features]`` for a DataFrame, else ``X``.
+
+    Raises
+    ------
+    ConformalError
+        If a DataFrame lacks one of ``features`` or holds other columns.
+    """
+    if features is None or not hasattr(X, "columns"):
+        return X
+    columns = [str(c) for c in X.columns]
+    missing = [f for f in features if f not in columns]
+    extra = [c for c in columns if c not in features]
+    if missing or extra:
+        raise ConformalError(
+            f"the query's columns do not match the job's features: missing "
+            f"{missing[:10]}, not features {extra[:10]}",
+            hint=f"query with the columns {list(features)[:10]}"
+            + (" ..." if len(features) > 10 else "")
+            + ", or pass a plain array in that order",
+        )
+    return X[list(features)]

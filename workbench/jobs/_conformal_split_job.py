@@ -26,6 +26,7 @@ from workbench.jobs._conformal_core import (
     evaluate_sets,
 )
 from workbench.jobs._conformal_federated import QueryReport
+from workbench.jobs._conformal_query import align_columns
 from workbench.jobs._conformal_split import FederatedSplitConformal, histogram_from_sum
 
 logger = logging.getLogger(__name__)
@@ -165,8 +166,15 @@ class SplitConformalPredictor:
                 ) from exc
         return np.asarray(limits, dtype=np.float64)
 
+    def _by_name(self, X: ArrayLike) -> NDArray[Any]:
+        # A DataFrame goes in the model's feature order (or is refused); without
+        # names, and for a plain array, columns go by position.
+        names = getattr(self.model, "feature_names_in_", None)
+        features = None if names is None else [str(n) for n in names]
+        return _as_2d(align_columns(X, features))
+
     def _scores(self, X: ArrayLike) -> NDArray[np.float64]:
-        proba = np.asarray(self.model.predict_proba(_as_2d(X)), dtype=np.float64)
+        proba = np.asarray(self.model.predict_proba(self._by_name(X)), dtype=np.float64)
         return 1.0 - proba
 
     def predict_p(self, X: ArrayLike) -> NDArray[np.float64]:
@@ -213,7 +221,7 @@ class SplitConformalPredictor:
         dict
             See :func:`~workbench.jobs.conformal.evaluate_sets`.
         """
-        X_test = _as_2d(X)
+        X_test = self._by_name(X)
         labels = _as_labels(y, X_test.shape[0])
         index = {label: c for c, label in enumerate(self.classes_.tolist())}
         unknown = [label for label in labels.tolist() if label not in index]

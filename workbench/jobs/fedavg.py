@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -168,7 +169,9 @@ class FedAvgOptions:
             )
         if spec.model is None:
             raise JobSpecError("a FedAvg job must name a model", hint="e.g. model=...")
-        get_model(spec.model)
+        _check_features(spec.features)
+        # Building the estimator checks every hyperparameter's name and type.
+        get_model(spec.model).build(spec.model_params, random_state=0)
         strategy = options.get("strategy", "fedavg")
         if strategy not in STRATEGIES:
             raise JobSpecError(
@@ -184,6 +187,28 @@ class FedAvgOptions:
             validation_fraction=float(fraction),
             moments_clip=float(clip),
             strategy=str(strategy),
+        )
+
+
+def _check_features(features: object) -> None:
+    if features is None:
+        return
+    if (
+        isinstance(features, str)
+        or not isinstance(features, Sequence)
+        or not features
+        or not all(isinstance(f, str) and f for f in features)
+    ):
+        raise JobSpecError(
+            f"features must be a non-empty list of column names, got {features!r}",
+            hint=f"pass features=[{features!r}] for a single column"
+            if isinstance(features, str)
+            else "pass features=['age', 'weight'], or leave it out",
+        )
+    if len(set(features)) != len(features):
+        raise JobSpecError(
+            f"features lists a column twice: {list(features)}",
+            hint="name each column once",
         )
 
 
@@ -239,6 +264,7 @@ def fedavg_spec(
     ``"newton"`` (one federated Newton step per training round; see the module's
     description).
     """
+    _check_features(features)
     setup = 2 if standardize else 0
     spec = JobSpec(
         kind="fedavg",
@@ -698,7 +724,7 @@ def build_model(spec: JobSpec, sums: Mapping[int, Mapping[str, DecryptedSum]]) -
         n_features = len(parameters) // rows - 1
     model = adapter.build(spec.model_params, random_state=spec.seed)
     adapter.set_parameters(model, parameters, n_features, options.classes)
-    scaler = StandardScaler()
+    scaler = _NamedScaler()
     if options.standardize:
         mean, std = pooled_scaler(sums[1]["scale"], sums[2]["moments"])
     else:
@@ -707,9 +733,33 @@ def build_model(spec: JobSpec, sums: Mapping[int, Mapping[str, DecryptedSum]]) -
     scaler.n_features_in_ = n_features
     scaler.n_samples_seen_ = int(sums[trained[-1]][vector].weight or 0)
     if spec.features is not None:
-        names = np.asarray(spec.features, dtype=object)
-        scaler.feature_names_in_ = names
+        if len(spec.features) != n_features:
+            raise JobSpecError(
+                f"the job names {len(spec.features)} features but its model has "
+                f"{n_features}",
+                hint="rebuild the model from the aggregates of this job's own rounds",
+            )
+        scaler.feature_names_in_ = np.asarray(spec.features, dtype=object)
     return Pipeline([("scale", scaler), ("model", model)])
+
+
+class _NamedScaler(StandardScaler):
+    """A StandardScaler that knows its feature names yet takes plain arrays.
+
+    A DataFrame must carry the job's columns in the job's order (scikit-learn
+    raises otherwise); a plain array goes by position, without the warning that
+    scikit-learn gives when names are known but the input has none.
+    """
+
+    def transform(self, X: Any, copy: bool | None = None) -> Any:
+        """Standardize ``X``; see :meth:`sklearn.preprocessing.StandardScaler`."""
+        if hasattr(X, "columns"):
+            return super().transform(X, copy=copy)
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message="X does not have valid feature names"
+            )
+            return super().transform(X, copy=copy)
 
 
 def history(
@@ -717,12 +767,19 @@ def history(
 ) -> pd.DataFrame:
     """Per-round metrics as a table, one row per closed round.
 
-    Columns: ``round``, ``phase``, ``members`` (updates added), ``n_train``,
-    ``n_validation``, ``val_loss`` and ``val_accuracy`` (validation-weighted means
-    over members of their updated local models, or with ``strategy="newton"`` of
-    the global parameters the round starts from; empty in setup rounds), then
-    ``train_loss`` and ``train_accuracy`` (the same on the training rows, only in
-    a job with ``validation_fraction=0``).
+    Columns:
+
+    - ``round`` (int), ``phase`` (``"scale"``, ``"moments"`` or ``"train"``);
+    - ``members`` (int): updates added in the round;
+    - ``n_train`` (int): training rows behind the round's aggregate;
+    - ``n_validation`` (nullable int): validation rows behind the metrics;
+      missing in setup rounds and in a job with ``validation_fraction=0``;
+    - ``val_loss``, ``val_accuracy`` (float): validation-weighted means over
+      members of their updated local models (with ``strategy="newton"``, of the
+      global parameters the round starts from); NaN in setup rounds;
+    - ``train_loss``, ``train_accuracy`` (float): the same on the training rows,
+      computed only in a job with ``validation_fraction=0`` (the metrics are then
+      in-sample); NaN whenever the job keeps a validation part.
     """
     rows = []
     for number in sorted(sums):
@@ -762,7 +819,9 @@ def history(
         "train_loss",
         "train_accuracy",
     ]
-    return pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns)
+    counts = {"round": "int64", "members": "Int64", "n_train": "Int64"}
+    return table.astype({**counts, "n_validation": "Int64"})
 
 
 def _plain(value: Any) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +137,19 @@ class LocalDataset:
         return [c for c in self.frame.columns if c != self.target]
 
     def schema(self) -> dict[str, str]:
-        """Column names and dtypes (no values)."""
-        return {str(c): str(t) for c, t in self.frame.dtypes.items()}
+        """Feature and target names and dtypes (no values).
+
+        Each feature's dtype is followed by ``"; column N"`` (its place among the
+        features, from 0) and the target's by ``TARGET_MARK``, so that a member
+        without the dataset can tell the features apart and put them in order
+        (the coordinator keeps a schema with its keys sorted).
+        """
+        dtypes = {str(c): str(t) for c, t in self.frame.dtypes.items()}
+        schema = {
+            c: f"{dtypes[c]}{COLUMN_MARK}{i}" for i, c in enumerate(self.features)
+        }
+        schema[self.target] = dtypes[self.target] + TARGET_MARK
+        return schema
 
     def xy(
         self, features: Sequence[str] | None = None, target: str | None = None
@@ -165,7 +176,7 @@ class LocalDataset:
                 raise public_error(
                     f"dataset {self.name!r} has no column {column!r}",
                     f"dataset {self.name!r} has no column {column!r}",
-                    hint=f"its columns are {list(map(str, frame.columns))[:20]}",
+                    hint=f"its columns are {_some(frame.columns)}",
                 )
         for column in columns:
             series = frame[column]
@@ -219,7 +230,7 @@ class LocalDataset:
             if column not in frame.columns:
                 raise DatasetError(
                     f"dataset {self.name!r} has no feature column {column!r}",
-                    hint=f"name columns it has: {columns[:20]}",
+                    hint=f"name columns it has: {_some(columns)}",
                 )
             series = frame[column]
             if not (
@@ -245,8 +256,42 @@ class LocalDataset:
         if self.target not in self._frame.columns:
             raise DatasetError(
                 f"dataset {self.name!r} has no target column {self.target!r}",
-                hint=f"its columns are {list(map(str, self._frame.columns))[:20]}",
+                hint=f"its columns are {_some(self._frame.columns)}",
             )
+
+
+TARGET_MARK = "; target"
+COLUMN_MARK = "; column "
+
+
+def published_features(schema: Mapping[str, str]) -> tuple[list[str], str] | None:
+    """The features, in order, and the target of a schema from :meth:`schema`.
+
+    Returns ``None`` for a schema without the marks (published otherwise).
+    """
+    places: dict[int, str] = {}
+    targets = []
+    for column, dtype in schema.items():
+        text = str(dtype)
+        if text.endswith(TARGET_MARK):
+            targets.append(column)
+            continue
+        _, mark, place = text.rpartition(COLUMN_MARK)
+        if not mark or not place.isdigit():
+            return None
+        places[int(place)] = column
+    if len(targets) != 1 or sorted(places) != list(range(len(places))):
+        return None
+    return [places[i] for i in range(len(places))], targets[0]
+
+
+def _some(columns: Any, shown: int = 20) -> str:
+    # The first column names, and how many more there are.
+    names = [str(c) for c in columns]
+    text = ", ".join(repr(n) for n in names[:shown])
+    if len(names) > shown:
+        text += f", ... and {len(names) - shown} more"
+    return f"[{text}]"
 
 
 def _read(path: Path) -> pd.DataFrame:
