@@ -330,3 +330,71 @@ def test_register_dataset_refuses_rows_as_lists(pair: dict[str, Federation]) -> 
         pair["a"].register_dataset("c", [[1, 2]], target="y")  # type: ignore[arg-type]
     with pytest.raises(InvalidNameError, match="dataset name"):
         pair["a"].register_dataset("../../x", pd.DataFrame({"y": [1]}), target="y")
+
+
+def test_jobs_ask_publishers_and_pin_their_features(coordinator: Running) -> None:
+    """Default participants publish the dataset; the model matches columns by name."""
+    federations = join_all(coordinator, ["a", "b", "idle", "researcher"])
+    _, parts = split_demo_data(1, ["a", "b"])
+    try:
+        for name in ("a", "b"):
+            federations[name].register_dataset(
+                "cancer", parts[name][0], target="target", publish=True
+            )
+        researcher = federations["researcher"]
+        job = researcher.train(
+            dataset="cancer",
+            model="sgd_classifier",
+            rounds=3,
+            classes=[0, 1],
+            key_bits=512,
+            allow_insecure_keys=True,
+            seed=4,
+        )
+        progress = io.StringIO()
+        model = job.wait(progress=True, stream=progress, timeout=120).model
+    finally:
+        for federation in federations.values():
+            federation.close()
+    assert job.spec.members == ["a", "b"]
+    test = pd.concat([parts[n][1] for n in parts])
+    X = test.drop(columns="target")
+    assert job.spec.features == list(X.columns)
+    assert list(model.feature_names_in_) == list(X.columns)
+    accuracy = np.mean(model.predict(X) == test["target"])
+    assert accuracy > 0.85
+    with pytest.raises(ValueError, match="feature names"):
+        model.predict(X[X.columns[::-1]])
+    lines = progress.getvalue().splitlines()
+    assert "\r" not in progress.getvalue() and "round 5/5 completed" in lines[-1]
+
+
+def test_without_publishers_every_member_is_asked(
+    coordinator: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no dataset name published, every other member is asked, with a warning."""
+    federations = join_all(coordinator, ["a", "b", "researcher"])
+    try:
+        with caplog.at_level("WARNING", logger="workbench.api"):
+            chosen = federations["researcher"]._participants("cancer", None)
+    finally:
+        for federation in federations.values():
+            federation.close()
+    assert chosen == ["a", "b"]
+    assert "no other member published a dataset 'cancer'" in caplog.text
+
+
+def test_train_refuses_a_string_of_features(coordinator: Running) -> None:
+    """features='mean radius' is refused before anything is sent."""
+    federations = join_all(coordinator, ["a"])
+    try:
+        with pytest.raises(JobSpecError, match=r"features=\['mean radius'\]"):
+            federations["a"].train(
+                dataset="cancer",
+                model="logistic_regression",
+                rounds=1,
+                classes=[0, 1],
+                features="mean radius",  # type: ignore[arg-type]
+            )
+    finally:
+        federations["a"].close()

@@ -385,8 +385,9 @@ class Federation:
         encrypt : bool, default=True
             Must be true: the coordinator only ever holds ciphertexts.
         members : sequence of str, optional
-            Participants; default: every other member, and this one if it
-            registered ``dataset``.
+            Participants; default: the other members that published ``dataset``
+            (its name at least), and this one if it registered ``dataset``; every
+            other member, with a WARNING, if none published it.
         min_members : int, optional
             Fewest updates with which a round may close at its deadline; default:
             all participants.
@@ -411,7 +412,12 @@ class Federation:
         model_params : mapping, optional
             Model hyperparameters.
         features, target : optional
-            Columns, if they differ from the registered ones.
+            Columns, if they differ from the registered ones. ``features`` is a
+            list of names. Without it the job pins this member's registered
+            features, or else the features of the participants' published
+            schemas when all published alike; the model then matches DataFrame
+            columns by name. When neither exists the spec names no features and
+            each member uses its own registered columns by position.
         allow_insecure_keys : bool, default=False
             Allow ``key_bits`` below 2048 (tests only).
 

@@ -118,3 +118,20 @@ def test_histogram_of_the_wrong_length_is_refused() -> None:
     counts = _pooled(model, members, bins=10, mondrian=False)
     with pytest.raises(ConformalError, match="must hold 22 non-negative counts"):
         SplitConformalPredictor(model, counts, classes=[0, 1], bins=10, mondrian=True)
+
+
+def test_dataframe_queries_go_by_column_name() -> None:
+    """Reordered DataFrame columns give the same sets; wrong ones are refused."""
+    import pandas as pd
+
+    X, y = make_classification(n_samples=300, n_features=4, random_state=5)
+    frame = pd.DataFrame(X, columns=["w", "x", "y", "z"])
+    model = LogisticRegression().fit(frame, y)
+    counts = np.ones(101, dtype=np.int64) * 3
+    predictor = SplitConformalPredictor(model, counts, classes=[0, 1], bins=100)
+    np.testing.assert_array_equal(
+        predictor.predict_set(frame.iloc[:20, ::-1], confidence=0.9),
+        predictor.predict_set(frame.iloc[:20], confidence=0.9),
+    )
+    with pytest.raises(ConformalError, match=r"missing \['z'\], not features \['v'\]"):
+        predictor.predict_p(frame.rename(columns={"z": "v"}))

@@ -301,3 +301,63 @@ def test_newton_runner_matches_pooled_fit(keys, fraction) -> None:  # type: igno
     if fraction == 0:
         assert losses.iloc[-1] < losses.iloc[0] - 0.1
     assert training[f"{empty}_accuracy"].isna().all()
+
+
+def _one_round(keys, made):  # type: ignore[no-untyped-def]
+    public_key, private_key = keys
+    encoding = PackedEncoding(clip=16.0, bits=16, max_contributions=2, max_weight=1000)
+    params = encrypt_vector(public_key, [2.0, -1.0, 0.5, 0.0], encoding, weight=30)
+    metrics = encrypt_vector(public_key, [0.3, 0.9], encoding, weight=7)
+    return {
+        1: {
+            "params": decrypt_vector(private_key, aggregate([params])),
+            "metrics": decrypt_vector(private_key, aggregate([metrics])),
+        }
+    }
+
+
+def test_model_matches_dataframe_columns_by_name(keys) -> None:  # type: ignore[no-untyped-def]
+    """A model of named features refuses reordered columns and takes plain arrays."""
+    import warnings
+
+    made = spec(standardize=False, rounds=1, features=["a", "b", "c"])
+    model = build_model(made, _one_round(keys, made))
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(rng.normal(size=(20, 3)), columns=["a", "b", "c"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        by_name = model.predict_proba(frame)
+        by_position = model.predict_proba(frame.to_numpy())
+    np.testing.assert_array_equal(by_name, by_position)
+    assert list(model.feature_names_in_) == ["a", "b", "c"]
+    assert model.n_features_in_ == 3
+    with pytest.raises(ValueError, match="feature names"):
+        model.predict(frame[["c", "b", "a"]])
+
+
+def test_history_counts_are_whole_numbers(keys) -> None:  # type: ignore[no-untyped-def]
+    """members, n_train and n_validation come back as integers, not floats."""
+    made = spec(standardize=False, rounds=1)
+    table = history(made, _one_round(keys, made))
+    for column in ("members", "n_train", "n_validation"):
+        assert pd.api.types.is_integer_dtype(table[column]), column
+    assert table.loc[0, "n_validation"] == 7
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"features": "mean radius"}, r"features=\['mean radius'\]"),
+        ({"features": ["a", 3]}, "list of column names"),
+        ({"features": ["a", "a"]}, "a column twice"),
+        ({"model_params": {"nope": 1}}, "no hyperparameter 'nope'"),
+    ],
+)
+def test_bad_features_and_model_params_fail_at_submit(changes, message) -> None:  # type: ignore[no-untyped-def]
+    """A string of features or an unknown hyperparameter is refused by the spec."""
+    with pytest.raises(JobSpecError, match=message):
+        spec(**changes)
+    good = spec()
+    bad = good.model_copy(update=changes)
+    with pytest.raises(JobSpecError, match=message):
+        get_job_kind("fedavg").check_options(bad)  # type: ignore[misc]

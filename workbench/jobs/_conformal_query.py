@@ -128,6 +128,12 @@ class ConformalQuerier:
 
     Notes
     -----
+    A DataFrame query is put in the job's feature order by name (missing or
+    other columns are refused); a plain array goes by position. When the job
+    names no features (the querier holds no copy of the dataset and not every
+    participant published its schema), every query goes by position at each
+    member.
+
     Each query discloses its objects (feature vectors) to the coordinator and to
     every participant; the job's spec says so. Under ``median`` each member's
     p-values reach the querier; under the mean rules only their combination

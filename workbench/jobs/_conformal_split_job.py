@@ -166,12 +166,15 @@ class SplitConformalPredictor:
                 ) from exc
         return np.asarray(limits, dtype=np.float64)
 
-    def _by_name(self, X: ArrayLike) -> NDArray[Any]:
-        # A DataFrame goes in the model's feature order (or is refused); without
-        # names, and for a plain array, columns go by position.
+    def _by_name(self, X: ArrayLike) -> Any:
+        # A DataFrame goes in the model's feature order (or is refused), and stays
+        # a DataFrame for the model; without names, and for a plain array, columns
+        # go by position.
         names = getattr(self.model, "feature_names_in_", None)
         features = None if names is None else [str(n) for n in names]
-        return _as_2d(align_columns(X, features))
+        aligned = align_columns(X, features)
+        array = _as_2d(aligned)
+        return aligned if hasattr(aligned, "columns") else array
 
     def _scores(self, X: ArrayLike) -> NDArray[np.float64]:
         proba = np.asarray(self.model.predict_proba(self._by_name(X)), dtype=np.float64)
