@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from queue import Empty, Queue
 
 import pandas as pd
 import pytest
@@ -140,27 +141,28 @@ def test_member_stops_promptly_on_sigterm(credential: Path, tmp_path: Path) -> N
     ]
     with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT) as run:
         assert run.stderr is not None
+        # A reader thread, so that a member that never says it serves fails the
+        # test after a minute instead of hanging it.
+        queue: Queue[str] = Queue()
+        reader = threading.Thread(
+            target=lambda: [queue.put(line) for line in run.stderr], daemon=True
+        )
+        reader.start()
         lines: list[str] = []
-        started = time.monotonic()
         while not any("serving" in line for line in lines):
-            # A member that never says it serves must fail the test, not hang it.
-            ready, _, _ = select.select([run.stderr], [], [], 1.0)
-            if ready:
-                line = run.stderr.readline()
-                if not line:
-                    break
-                lines.append(line)
-            if time.monotonic() - started > 60:
+            try:
+                lines.append(queue.get(timeout=60))
+            except Empty:
                 run.kill()
                 pytest.fail("the member did not start serving:\n" + "".join(lines))
-        assert any("serving" in line for line in lines), "".join(lines)
         time.sleep(1.0)  # let the first long-poll begin
         os.kill(run.pid, signal.SIGTERM)
         try:
             code = run.wait(timeout=20)
         finally:
             run.kill()
-        rest = run.stderr.read()
+        reader.join(timeout=10)
+        rest = "".join(queue.get() for _ in range(queue.qsize()))
     assert code == 0, "".join(lines) + rest
     assert "stopped" in rest
     assert not any("httpx" in line for line in [*lines, *rest.splitlines()])
