@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in rows:
         print(
             f"{name:<24}{row['processes']:>5}{row['encrypt_values_per_s']:>12,.0f}"
-            f"{row['aggregate_values_per_s']:>13,.0f}{row['decrypt_values_per_s']:>11,.0f}"
+            f"{row['aggregate_values_per_s']:>13,.0f}"
+            f"{row['decrypt_values_per_s']:>11,.0f}"
             f"{row['bytes_per_value']:>9.2f}"
         )
     print(

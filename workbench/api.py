@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeGuard
 
 import pandas as pd
 import phe
@@ -1053,9 +1053,8 @@ class Job:
         self._status = status
         if self.spec.kind == "fedavg":
             table = self.history
-            status["metrics"] = (
-                None if table.empty else table.iloc[-1].to_dict()  # type: ignore[assignment]
-            )
+            last = None if table.empty else table.iloc[-1].to_dict()
+            status["metrics"] = last  # type: ignore[assignment]
         return status
 
     def wait(
@@ -1211,7 +1210,7 @@ def _check_features(features: object) -> list[str] | None:
     return list(features)
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[numbers.Integral]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -1219,11 +1218,11 @@ def _check_round_options(
     *, rounds: object, round_deadline: object, seed: object, max_rounds: int
 ) -> None:
     if rounds is not None and (
-        not _is_int(rounds) or not 1 <= int(rounds) <= max_rounds  # type: ignore[call-overload]
+        not _is_int(rounds) or not 1 <= int(rounds) <= max_rounds
     ):
         raise JobSpecError(
             f"rounds must be at least 1, got {rounds!r}"
-            if _is_int(rounds) and int(rounds) < 1  # type: ignore[call-overload]
+            if _is_int(rounds) and int(rounds) < 1
             else f"rounds must be a whole number from 1 to {max_rounds}, got "
             f"{rounds!r}",
             hint=f"pass rounds=10, for example; at most {max_rounds}",
@@ -1239,7 +1238,7 @@ def _check_round_options(
             f"{_MAX_DEADLINE:g} (a week), got {round_deadline!r}",
             hint="pass round_deadline=120.0, for example",
         )
-    if not _is_int(seed) or not 0 <= int(seed) <= _MAX_SEED:  # type: ignore[call-overload]
+    if not _is_int(seed) or not 0 <= int(seed) <= _MAX_SEED:
         raise JobSpecError(
             f"seed must be a whole number from 0 to {_MAX_SEED}, got {seed!r}",
             hint="pass seed=0, for example",
@@ -1249,7 +1248,7 @@ def _check_round_options(
 def _check_min_members(min_members: object, participants: int) -> None:
     if min_members is None:
         return
-    if not _is_int(min_members) or not 1 <= int(min_members) <= participants:  # type: ignore[call-overload]
+    if not _is_int(min_members) or not 1 <= int(min_members) <= participants:
         raise JobSpecError(
             f"min_members must be a whole number from 1 to the {participants} "
             f"participant(s), got {min_members!r}",

@@ -197,7 +197,8 @@ class CoordinatorClient:
                 for name, blob in sealed_keys.items()
             },
         }
-        return self.request("POST", "/v1/jobs", json=body).json()  # type: ignore[no-any-return]
+        response = self.request("POST", "/v1/jobs", json=body)
+        return response.json()  # type: ignore[no-any-return]
 
     def jobs(self) -> list[dict[str, Any]]:
         """Summaries of the jobs in the caller's federation."""
@@ -277,7 +278,8 @@ class CoordinatorClient:
 
     def list_blobs(self, job_id: str, number: int) -> list[dict[str, Any]]:
         """The blobs of a round the caller may read."""
-        return self.get_json(f"/v1/jobs/{job_id}/rounds/{number}/blobs")  # type: ignore[no-any-return]
+        path = f"/v1/jobs/{job_id}/rounds/{number}/blobs"
+        return self.get_json(path)  # type: ignore[no-any-return]
 
     def get_blob(
         self,

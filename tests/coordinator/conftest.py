@@ -9,12 +9,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import phe
 import pytest
 import uvicorn
 
 from workbench.client import CoordinatorClient
 from workbench.coordinator import CoordinatorSettings, create_app
 from workbench.crypto import generate_sealing_keypair
+
+KeyPairs = list[tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey]]
 
 
 def free_port() -> int:
@@ -102,7 +105,7 @@ class JobSetup:
 
 
 @pytest.fixture(scope="session")
-def small_keys():  # type: ignore[no-untyped-def]
+def small_keys() -> KeyPairs:
     """Two 512-bit Paillier key pairs (tests only)."""
     from workbench.crypto import generate_keypair
 
@@ -147,5 +150,10 @@ def update(setup: JobSetup, values: list[float], weight: int = 1) -> bytes:
     from workbench.wire import encode_bundle
 
     encoding = PackedEncoding(clip=8.0, bits=16, max_contributions=5, max_weight=100)
-    vector = encrypt_vector(setup.public_key, values, encoding, weight=weight)  # type: ignore[arg-type]
+    vector = encrypt_vector(
+        setup.public_key,  # type: ignore[arg-type]
+        values,
+        encoding,
+        weight=weight,
+    )
     return encode_bundle({"p": vector.to_bytes()})

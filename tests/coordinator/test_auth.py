@@ -7,7 +7,7 @@ import sqlite3
 import httpx
 import pytest
 
-from tests.coordinator.conftest import Running, submit
+from tests.coordinator.conftest import KeyPairs, Running, submit
 from workbench.crypto import generate_sealing_keypair
 from workbench.errors import (
     AuthenticationError,
@@ -71,7 +71,7 @@ def test_admin_token_of_another_federation_is_404(running: Running) -> None:
             client.invite("f2", "a")
 
 
-def test_other_federations_job_is_404(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_other_federations_job_is_404(running: Running, small_keys: KeyPairs) -> None:
     """A member of another federation cannot see a job, not even that it exists."""
     setup = submit(running, small_keys[0])
     other = running.federation("f2", ["x"])
@@ -89,7 +89,8 @@ def test_only_hashes_of_tokens_are_stored(running: Running) -> None:
     tokens = running.federation("f1", ["a", "b"])
     with running.client(str(tokens["admin"])) as client:
         pending = client.invite("f1", "c")
-    secrets = [str(tokens["admin"]), pending] + [str(tokens[m][0]) for m in "ab"]  # type: ignore[index]
+    credentials = [str(tokens[m][0]) for m in "ab"]  # type: ignore[index]
+    secrets = [str(tokens["admin"]), pending] + credentials
     database = running.data_dir / "coordinator.db"
     with sqlite3.connect(database) as connection:
         dump = "\n".join(connection.iterdump())

@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.coordinator.conftest import Running, submit
+from tests.coordinator.conftest import KeyPairs, Running, submit
 from tests.test_wire import pickled_npy
 from workbench.crypto import seal, unseal
 from workbench.errors import ConflictError, WireFormatError
 from workbench.wire import decode_array, encode_array
 
 
-def test_round_input_reaches_every_member(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_round_input_reaches_every_member(
+    running: Running, small_keys: KeyPairs
+) -> None:
     """A plaintext .npy blob from one member is read by the others."""
     setup = submit(running, small_keys[0])
     queries = np.random.default_rng(0).normal(size=(4, 3))
@@ -28,10 +30,13 @@ def test_round_input_reaches_every_member(running: Running, small_keys) -> None:
     assert listed[0]["sender"] == "a" and listed[0]["recipient"] is None
 
 
-def test_sealed_blob_reaches_only_its_recipient(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_sealed_blob_reaches_only_its_recipient(
+    running: Running, small_keys: KeyPairs
+) -> None:
     """A blob for ``b`` is relayed to ``b`` alone, and only ``b`` can open it."""
     setup = submit(running, small_keys[0])
-    b_private, b_public = setup.tokens["b"][1], setup.tokens["b"][2]  # type: ignore[index]
+    b_private = setup.tokens["b"][1]  # type: ignore[index]
+    b_public = setup.tokens["b"][2]  # type: ignore[index]
     sealed = seal(b"for b only", b_public)
     with setup.client("a") as client:
         client.put_blob(setup.job_id, 1, "share", sealed, recipient="b")
@@ -46,8 +51,8 @@ def test_sealed_blob_reaches_only_its_recipient(running: Running, small_keys) ->
 
 
 def test_pickled_npy_blob_is_refused_unloaded(
-    running: Running, small_keys, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    running: Running, small_keys: KeyPairs, tmp_path: Path
+) -> None:
     """A numpy payload carrying a pickle is refused and never loaded."""
     setup = submit(running, small_keys[0])
     sentinel = tmp_path / "sentinel"
@@ -60,7 +65,7 @@ def test_pickled_npy_blob_is_refused_unloaded(
     assert not sentinel.exists()
 
 
-def test_blob_cannot_be_replaced(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_blob_cannot_be_replaced(running: Running, small_keys: KeyPairs) -> None:
     """A member sends a blob of a given name once per round."""
     setup = submit(running, small_keys[0])
     with setup.client("a") as client:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import socket
 import stat
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.coordinator.conftest import Running, submit, update
+from tests.coordinator.conftest import JobSetup, KeyPairs, Running, submit, update
 from workbench.cli import main
 from workbench.coordinator.storage import Job, PublishedDataset
 from workbench.errors import (
@@ -21,13 +22,14 @@ from workbench.errors import (
 from workbench.wire import encode_bundle
 
 
-def _headers(setup, member: str = "a") -> dict[str, str]:  # type: ignore[no-untyped-def]
-    return {"Authorization": f"Bearer {setup.tokens[member][0]}"}
+def _headers(setup: JobSetup, member: str = "a") -> dict[str, str]:
+    credential = setup.tokens[member][0]  # type: ignore[index]
+    return {"Authorization": f"Bearer {credential}"}
 
 
 def test_non_finite_spec_is_refused_with_the_field(
-    running: Running, small_keys
-) -> None:  # type: ignore[no-untyped-def]
+    running: Running, small_keys: KeyPairs
+) -> None:
     """A raw spec holding NaN gets 422 naming the field."""
     setup = submit(running, small_keys[0])
     body = (
@@ -43,7 +45,9 @@ def test_non_finite_spec_is_refused_with_the_field(
     assert "spec.options.x" in response.json()["message"]
 
 
-def test_unbuildable_task_fails_its_job_only(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_unbuildable_task_fails_its_job_only(
+    running: Running, small_keys: KeyPairs
+) -> None:
     """A stored job whose task cannot be built fails; /v1/tasks still answers."""
     setup = submit(running, small_keys[0])
     with running.coordinator.storage.session() as db:
@@ -57,7 +61,7 @@ def test_unbuildable_task_fails_its_job_only(running: Running, small_keys) -> No
     assert "task cannot be built" in status["reason"]
 
 
-def test_empty_bundle_is_refused(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_empty_bundle_is_refused(running: Running, small_keys: KeyPairs) -> None:
     """An update without vectors is refused and the honest update still fits."""
     setup = submit(running, small_keys[0])
     with setup.client("a") as client:
@@ -67,7 +71,9 @@ def test_empty_bundle_is_refused(running: Running, small_keys) -> None:  # type:
         client.upload_update(setup.job_id, 1, update(setup, [1.0]))
 
 
-def test_long_polls_per_member_are_limited(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_long_polls_per_member_are_limited(
+    running: Running, small_keys: KeyPairs
+) -> None:
     """Beyond the limit, a long-poll answers at once with 429; others go on."""
     setup = submit(running, small_keys[0], members=("a", "b"))
     with setup.client("a") as client:
@@ -106,7 +112,9 @@ def test_long_polls_per_member_are_limited(running: Running, small_keys) -> None
         {"schema": {f"c{i}": "int" for i in range(1001)}},
     ],
 )
-def test_bad_dataset_bodies_get_422(running: Running, small_keys, body) -> None:  # type: ignore[no-untyped-def]
+def test_bad_dataset_bodies_get_422(
+    running: Running, small_keys: KeyPairs, body: dict[str, object]
+) -> None:
     """Row counts and schemas are parsed strictly."""
     setup = submit(running, small_keys[0])
     response = httpx.put(
@@ -122,7 +130,9 @@ def test_bad_dataset_bodies_get_422(running: Running, small_keys, body) -> None:
 
 
 @pytest.mark.parametrize("name", ["..%2F..%2Fx", "d%C3%A4t%C3%A4", "x" * 3000, ".x"])
-def test_bad_dataset_names_are_refused(running: Running, small_keys, name) -> None:  # type: ignore[no-untyped-def]
+def test_bad_dataset_names_are_refused(
+    running: Running, small_keys: KeyPairs, name: str
+) -> None:
     """Dataset names follow the one naming rule."""
     setup = submit(running, small_keys[0])
     response = httpx.put(
@@ -137,8 +147,8 @@ def test_bad_dataset_names_are_refused(running: Running, small_keys, name) -> No
 
 
 def test_bad_spec_dataset_and_member_names_are_refused(
-    running: Running, small_keys
-) -> None:  # type: ignore[no-untyped-def]
+    running: Running, small_keys: KeyPairs
+) -> None:
     """spec.dataset and invited member names follow the naming rule."""
     from workbench.errors import JobSpecError
     from workbench.jobs.spec import parse_spec
@@ -151,7 +161,7 @@ def test_bad_spec_dataset_and_member_names_are_refused(
             client.invite("f9", "dätä")
 
 
-def test_data_folder_is_private(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_data_folder_is_private(running: Running, small_keys: KeyPairs) -> None:
     """The data folder and blobs are 0700, the database and blobs 0600."""
     submit(running, small_keys[0])
     root = running.data_dir
@@ -162,7 +172,7 @@ def test_data_folder_is_private(running: Running, small_keys) -> None:  # type: 
     assert blobs and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in blobs)
 
 
-def test_empty_sealed_key_is_refused(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_empty_sealed_key_is_refused(running: Running, small_keys: KeyPairs) -> None:
     """A sealed key of zero bytes is refused at submit."""
     from workbench.crypto import public_key_to_json
     from workbench.errors import JobSpecError
@@ -180,7 +190,9 @@ def test_empty_sealed_key_is_refused(running: Running, small_keys) -> None:  # t
             client.submit_job(spec, public_key_to_json(setup.public_key), {"a": b""})
 
 
-def test_blob_to_outsider_names_the_recipient(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_blob_to_outsider_names_the_recipient(
+    running: Running, small_keys: KeyPairs
+) -> None:
     """A blob for a member outside the job names that recipient."""
     from workbench.crypto import generate_sealing_keypair
 
@@ -229,7 +241,9 @@ def _taken_port() -> socket.socket:
         (["coordinator", "--data-dir", "{tmp}", "--port", "{taken}"], "cannot listen"),
     ],
 )
-def test_cli_startup_errors_are_one_line(tmp_path, capsys, argv, expected) -> None:  # type: ignore[no-untyped-def]
+def test_cli_startup_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
     """Bad coordinator settings print a message and exit 1, without a traceback."""
     taken = _taken_port()
     try:

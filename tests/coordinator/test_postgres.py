@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.coordinator.conftest import free_port, start_coordinator, submit, update
+from tests.coordinator.conftest import (
+    KeyPairs,
+    free_port,
+    start_coordinator,
+    submit,
+    update,
+)
 from workbench.crypto import EncryptedVector, decrypt_vector
 from workbench.wire import decode_bundle
 
@@ -90,7 +96,9 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_job_on_postgres(tmp_path: Path, postgres_url: str, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_job_on_postgres(
+    tmp_path: Path, postgres_url: str, small_keys: KeyPairs
+) -> None:
     """A round runs and a restart resumes on PostgreSQL as on SQLite."""
     server, thread, running = start_coordinator(
         tmp_path / "state", database_url=postgres_url
@@ -112,7 +120,10 @@ def test_job_on_postgres(tmp_path: Path, postgres_url: str, small_keys) -> None:
             client.upload_update(setup.job_id, 1, update(setup, [2.0]))
             data = client.aggregate(setup.job_id, 1, wait=5)
             assert client.job(setup.job_id)["state"] == "completed"
-        vector = EncryptedVector.from_bytes(decode_bundle(data)["p"], setup.public_key)  # type: ignore[arg-type]
+        vector = EncryptedVector.from_bytes(
+            decode_bundle(data)["p"],
+            setup.public_key,  # type: ignore[arg-type]
+        )
         np.testing.assert_allclose(
             decrypt_vector(setup.private_key, vector).values, [3.5], atol=1e-3
         )  # type: ignore[arg-type]

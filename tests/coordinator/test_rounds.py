@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.coordinator.conftest import Running, start_coordinator, submit, update
+from tests.coordinator.conftest import (
+    KeyPairs,
+    Running,
+    start_coordinator,
+    submit,
+    update,
+)
 from workbench.crypto import EncryptedVector, decrypt_vector
 from workbench.errors import (
     AlreadyAnsweredError,
@@ -31,7 +38,9 @@ def wait_state(setup, predicate, timeout: float = 20.0):  # type: ignore[no-unty
             time.sleep(0.05)
 
 
-def test_round_closes_when_everyone_answered(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_round_closes_when_everyone_answered(
+    running: Running, small_keys: KeyPairs
+) -> None:
     """The aggregate decrypts to the weighted sum of every member's update."""
     setup = submit(running, small_keys[0], rounds=1)
     values = {"a": [1.0, -2.0], "b": [0.5, 0.25], "c": [-3.0, 4.0]}
@@ -47,7 +56,10 @@ def test_round_closes_when_everyone_answered(running: Running, small_keys) -> No
         data = client.aggregate(setup.job_id, 1, wait=5)
         status = client.job(setup.job_id)
     assert data is not None
-    vector = EncryptedVector.from_bytes(decode_bundle(data)["p"], setup.public_key)  # type: ignore[arg-type]
+    vector = EncryptedVector.from_bytes(
+        decode_bundle(data)["p"],
+        setup.public_key,  # type: ignore[arg-type]
+    )
     total = decrypt_vector(setup.private_key, vector)  # type: ignore[arg-type]
     expected = sum(np.array(values[m]) * weights[m] for m in "abc")
     np.testing.assert_allclose(total.values, expected, atol=10 * 8.0 / 32767)
@@ -56,7 +68,7 @@ def test_round_closes_when_everyone_answered(running: Running, small_keys) -> No
     assert status["rounds"][0]["updates"] == ["a", "b", "c"]
 
 
-def test_open_round_has_no_aggregate(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_open_round_has_no_aggregate(running: Running, small_keys: KeyPairs) -> None:
     """While a round is open, its aggregate is not served."""
     setup = submit(running, small_keys[0])
     with setup.client("a") as client:
@@ -64,7 +76,7 @@ def test_open_round_has_no_aggregate(running: Running, small_keys) -> None:  # t
         assert client.aggregate(setup.job_id, 1, wait=0.2) is None
 
 
-def test_malformed_upload_is_refused(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_upload_is_refused(running: Running, small_keys: KeyPairs) -> None:
     """Bytes that are not a bundle of vectors are refused with a message."""
     setup = submit(running, small_keys[0])
     with setup.client("a") as client:
@@ -74,7 +86,7 @@ def test_malformed_upload_is_refused(running: Running, small_keys) -> None:  # t
             client.upload_update(setup.job_id, 1, encode_bundle({"p": b"\x00" * 40}))
 
 
-def test_truncated_upload_is_refused(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_truncated_upload_is_refused(running: Running, small_keys: KeyPairs) -> None:
     """An update cut short is refused, and the member may send it again whole."""
     setup = submit(running, small_keys[0])
     good = update(setup, [1.0, 2.0])
@@ -84,7 +96,9 @@ def test_truncated_upload_is_refused(running: Running, small_keys) -> None:  # t
         client.upload_update(setup.job_id, 1, good)
 
 
-def test_upload_under_wrong_key_is_refused(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_upload_under_wrong_key_is_refused(
+    running: Running, small_keys: KeyPairs
+) -> None:
     """A vector encrypted under another key than the job's is refused."""
     setup = submit(running, small_keys[0])
     setup.public_key = small_keys[1][0]
@@ -93,7 +107,9 @@ def test_upload_under_wrong_key_is_refused(running: Running, small_keys) -> None
             client.upload_update(setup.job_id, 1, update(setup, [1.0]))
 
 
-def test_update_of_a_minority_layout_is_left_out(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_update_of_a_minority_layout_is_left_out(
+    running: Running, small_keys: KeyPairs
+) -> None:
     """An update unlike most of the round's is left out, even when it came first."""
     setup = submit(running, small_keys[0], rounds=1, min_members=2)
     with setup.client("a") as client:
@@ -111,13 +127,16 @@ def test_update_of_a_minority_layout_is_left_out(running: Running, small_keys) -
     with setup.client("b") as client:
         data = client.aggregate(setup.job_id, 1, wait=5)
     assert data is not None
-    vector = EncryptedVector.from_bytes(decode_bundle(data)["p"], setup.public_key)  # type: ignore[arg-type]
+    vector = EncryptedVector.from_bytes(
+        decode_bundle(data)["p"],
+        setup.public_key,  # type: ignore[arg-type]
+    )
     total = decrypt_vector(setup.private_key, vector)  # type: ignore[arg-type]
     assert total.contributions == 2
     np.testing.assert_allclose(total.values, [2.0, -4.0], atol=2 * 8.0 / 32767)
 
 
-def test_round_fails_when_layouts_tie(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_round_fails_when_layouts_tie(running: Running, small_keys: KeyPairs) -> None:
     """With no layout shared by most members, no update is added."""
     setup = submit(running, small_keys[0], rounds=1, min_members=1)
     for member, values in zip("abc", ([1.0], [1.0, 2.0], [1.0, 2.0, 3.0]), strict=True):
@@ -130,7 +149,7 @@ def test_round_fails_when_layouts_tie(running: Running, small_keys) -> None:  # 
     assert "disagree on their vectors" in status["reason"]
 
 
-def test_second_answer_is_refused(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_second_answer_is_refused(running: Running, small_keys: KeyPairs) -> None:
     """A member answers a round once."""
     setup = submit(running, small_keys[0])
     with setup.client("a") as client:
@@ -162,8 +181,8 @@ def test_oversized_body_gets_413(tmp_path) -> None:  # type: ignore[no-untyped-d
 
 
 def test_deadline_closes_round_with_those_who_answered(
-    running: Running, small_keys
-) -> None:  # type: ignore[no-untyped-def]
+    running: Running, small_keys: KeyPairs
+) -> None:
     """A silent member is dropped at the deadline; the others go on; late is 409."""
     setup = submit(running, small_keys[0], rounds=2, min_members=2, deadline=1.0)
     for member in "ab":
@@ -179,7 +198,7 @@ def test_deadline_closes_round_with_those_who_answered(
         assert client.next_task(wait=0) is None
 
 
-def test_late_upload_after_close_is_409(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_late_upload_after_close_is_409(running: Running, small_keys: KeyPairs) -> None:
     """An upload for a round that closed is refused and says why."""
     setup = submit(running, small_keys[0], members=("a", "b"), rounds=3)
     for member in "ab":
@@ -191,7 +210,7 @@ def test_late_upload_after_close_is_409(running: Running, small_keys) -> None:  
             client.upload_update(setup.job_id, 1, update(setup, [1.0]))
 
 
-def test_too_few_updates_fail_the_job(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_too_few_updates_fail_the_job(running: Running, small_keys: KeyPairs) -> None:
     """A round that closes under min_members fails the job with the reason."""
     setup = submit(running, small_keys[0], min_members=2, deadline=0.5)
     with setup.client("a") as client:
@@ -201,7 +220,7 @@ def test_too_few_updates_fail_the_job(running: Running, small_keys) -> None:  # 
     assert "1 update(s), fewer than min_members=2" in status["reason"]
 
 
-def test_failure_report_drops_member(running: Running, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_failure_report_drops_member(running: Running, small_keys: KeyPairs) -> None:
     """A member that reports a failure is dropped; its message is in the reason."""
     setup = submit(running, small_keys[0], rounds=2, min_members=2)
     for member in "ab":
@@ -216,7 +235,7 @@ def test_failure_report_drops_member(running: Running, small_keys) -> None:  # t
     assert status["rounds"][0]["failed"] == ["c"]
 
 
-def test_restart_resumes_open_round(tmp_path, small_keys) -> None:  # type: ignore[no-untyped-def]
+def test_restart_resumes_open_round(tmp_path: Path, small_keys: KeyPairs) -> None:
     """A coordinator restarted on the same folder keeps jobs, uploads and tokens."""
     server, thread, running = start_coordinator(tmp_path)
     setup = submit(running, small_keys[0], members=("a", "b"), rounds=1, deadline=60)
@@ -234,7 +253,10 @@ def test_restart_resumes_open_round(tmp_path, small_keys) -> None:  # type: igno
             client.upload_update(setup.job_id, 1, update(setup, [4.0]))
             data = client.aggregate(setup.job_id, 1, wait=5)
             events = client.job_events(setup.job_id)
-        vector = EncryptedVector.from_bytes(decode_bundle(data)["p"], setup.public_key)  # type: ignore[arg-type]
+        vector = EncryptedVector.from_bytes(
+            decode_bundle(data)["p"],
+            setup.public_key,  # type: ignore[arg-type]
+        )
         total = decrypt_vector(setup.private_key, vector)  # type: ignore[arg-type]
         np.testing.assert_allclose(total.values, [6.0], atol=1e-3)
         assert "deadline_reset" in [e["kind"] for e in events]

@@ -36,7 +36,9 @@ def federation(
         yield running
 
 
-def train(federation: LocalFederation, **options: object):  # type: ignore[no-untyped-def]
+def train(  # type: ignore[no-untyped-def]
+    federation: LocalFederation, **options: object
+):
     """Submit a small-key FedAvg job from the researcher."""
     assert federation.researcher is not None
     settings: dict[str, object] = {

@@ -15,7 +15,9 @@ from workbench.sim import DatasetFile, LocalFederation
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def wait_round(job, number: int, timeout: float = 40.0) -> None:  # type: ignore[no-untyped-def]
+def wait_round(  # type: ignore[no-untyped-def]
+    job, number: int, timeout: float = 40.0
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         status = job.federation.client.job(job.id)
@@ -83,7 +85,8 @@ def test_coordinator_sigkill_and_restart_gives_same_model(
         second.kill_coordinator(signal.SIGKILL)
         second.start_coordinator()
         restarted = job.wait(timeout=180).model
-        events = [e["kind"] for e in second.researcher.client.job_events(job.id)]  # type: ignore[union-attr]
+        researcher = second.researcher.client  # type: ignore[union-attr]
+        events = [e["kind"] for e in researcher.job_events(job.id)]
     assert "deadline_reset" in events
     for name in ("coef_", "intercept_"):
         np.testing.assert_array_equal(

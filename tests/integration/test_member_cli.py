@@ -45,7 +45,9 @@ def invite(running: Running, names: list[str]) -> dict[str, str]:
         return {n: client.invite("f1", n) for n in names}
 
 
-def join(running: Running, invitation: str, name: str, path: Path, *extra: str):  # type: ignore[no-untyped-def]
+def join(  # type: ignore[no-untyped-def]
+    running: Running, invitation: str, name: str, path: Path, *extra: str
+):
     return workbench(
         "join",
         "--coordinator",

@@ -90,7 +90,9 @@ def test_coordinator_holds_no_plaintext(
     recorded: list[np.ndarray] = []
     real = fedavg.encrypt_vector
 
-    def recording(public_key, values, encoding, **options):  # type: ignore[no-untyped-def]
+    def recording(  # type: ignore[no-untyped-def]
+        public_key, values, encoding, **options
+    ):
         recorded.append(np.array(values, dtype=float))
         return real(public_key, values, encoding, **options)
 

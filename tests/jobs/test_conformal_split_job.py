@@ -25,7 +25,9 @@ def _setting(seed: int, n: int = 1200) -> tuple[LogisticRegression, list, tuple]
     return model, members, (X[600:], y[600:])
 
 
-def _pooled(model, members, *, bins: int, mondrian: bool) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _pooled(  # type: ignore[no-untyped-def]
+    model, members, *, bins: int, mondrian: bool
+) -> np.ndarray:
     return np.sum(
         [
             calibration_histogram(

@@ -74,7 +74,9 @@ def test_fedavg_kind_is_registered() -> None:
         ({"classes": [0, 1], "validation_fraction": 0.95}, "between 0 and 0.9"),
     ],
 )
-def test_bad_options_are_named(options, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_options_are_named(  # type: ignore[no-untyped-def]
+    options, message
+) -> None:
     """Each wrong option is refused with its name."""
     made = spec().model_copy(update={"options": options})
     with pytest.raises(JobSpecError, match=message):
@@ -87,7 +89,9 @@ def test_unknown_model_is_refused() -> None:
         spec(model="xgboost")
 
 
-def test_pooled_scaler_matches_pooled_data(keys) -> None:  # type: ignore[no-untyped-def]
+def test_pooled_scaler_matches_pooled_data(  # type: ignore[no-untyped-def]
+    keys,
+) -> None:
     """Moments computed under encryption give the pooled mean and std."""
     public_key, private_key = keys
     rng = np.random.default_rng(3)
@@ -122,7 +126,9 @@ def test_pooled_scaler_matches_pooled_data(keys) -> None:  # type: ignore[no-unt
     np.testing.assert_allclose(std, pooled.std(axis=0), rtol=1e-3)
 
 
-def test_model_and_history_from_aggregates(keys) -> None:  # type: ignore[no-untyped-def]
+def test_model_and_history_from_aggregates(  # type: ignore[no-untyped-def]
+    keys,
+) -> None:
     """The global model is the weighted mean of the members' parameters."""
     public_key, private_key = keys
     made = spec(standardize=False, rounds=1)
@@ -167,7 +173,9 @@ def test_model_and_history_from_aggregates(keys) -> None:  # type: ignore[no-unt
         ({"strategy": "newton", "model_params": {"C": -1.0}}, "C must be a positive"),
     ],
 )
-def test_bad_newton_settings_are_named(changes, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_newton_settings_are_named(  # type: ignore[no-untyped-def]
+    changes, message
+) -> None:
     """A strategy the job cannot run is refused, saying why."""
     with pytest.raises(JobSpecError, match=message):
         spec(**changes)
@@ -199,7 +207,9 @@ def _newton_sums(keys, parts, made, steps):  # type: ignore[no-untyped-def]
     return sums
 
 
-def test_newton_reaches_the_pooled_optimum(keys) -> None:  # type: ignore[no-untyped-def]
+def test_newton_reaches_the_pooled_optimum(  # type: ignore[no-untyped-def]
+    keys,
+) -> None:
     """Encrypted Newton steps on label-skewed members match a pooled fit."""
     rng = np.random.default_rng(7)
     weights = np.array([1.5, -2.0, 0.7])
@@ -222,7 +232,9 @@ def test_newton_reaches_the_pooled_optimum(keys) -> None:  # type: ignore[no-unt
     assert list(table["n_train"]) == [190] * 8
 
 
-def test_newton_needs_every_training_round(keys) -> None:  # type: ignore[no-untyped-def]
+def test_newton_needs_every_training_round(  # type: ignore[no-untyped-def]
+    keys,
+) -> None:
     """A gap in the training rounds is refused instead of giving a wrong model."""
     rng = np.random.default_rng(1)
     X = rng.normal(size=(30, 2))
@@ -237,7 +249,9 @@ def test_newton_needs_every_training_round(keys) -> None:  # type: ignore[no-unt
 class _Context:
     """One member's side of a job whose rounds live in a dictionary."""
 
-    def __init__(self, made, member, frame, uploads, keys):  # type: ignore[no-untyped-def]
+    def __init__(  # type: ignore[no-untyped-def]
+        self, made, member, frame, uploads, keys
+    ):
         self.job_id, self.spec, self.member = "test", made, member
         self.participants, self.submitter = list(made.members), "a"
         self.public_key, self.private_key = keys
@@ -256,7 +270,9 @@ class _Context:
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.25])
-def test_newton_runner_matches_pooled_fit(keys, fraction) -> None:  # type: ignore[no-untyped-def]
+def test_newton_runner_matches_pooled_fit(  # type: ignore[no-untyped-def]
+    keys, fraction
+) -> None:
     """Members running the Newton strategy end at the pooled fit of their rows."""
     rng = np.random.default_rng(11)
     frames = {}
@@ -316,7 +332,9 @@ def _one_round(keys, made):  # type: ignore[no-untyped-def]
     }
 
 
-def test_model_matches_dataframe_columns_by_name(keys) -> None:  # type: ignore[no-untyped-def]
+def test_model_matches_dataframe_columns_by_name(  # type: ignore[no-untyped-def]
+    keys,
+) -> None:
     """A model of named features refuses reordered columns and takes plain arrays."""
     import warnings
 
@@ -353,7 +371,9 @@ def test_history_counts_are_whole_numbers(keys) -> None:  # type: ignore[no-unty
         ({"model_params": {"nope": 1}}, "no hyperparameter 'nope'"),
     ],
 )
-def test_bad_features_and_model_params_fail_at_submit(changes, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_features_and_model_params_fail_at_submit(  # type: ignore[no-untyped-def]
+    changes, message
+) -> None:
     """A string of features or an unknown hyperparameter is refused by the spec."""
     with pytest.raises(JobSpecError, match=message):
         spec(**changes)

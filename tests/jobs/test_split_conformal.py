@@ -91,7 +91,11 @@ def test_members_outside_the_fedavg_job_are_refused() -> None:
 def test_bad_options_are_refused(options: dict[str, object], message: str) -> None:
     """Bad bins, calibrations and datasets raise JobSpecError naming the value."""
     with pytest.raises(JobSpecError, match=message):
-        split_conformal_spec(fedavg_job="f1", fedavg_spec=_fedavg(), **options)  # type: ignore[arg-type]
+        split_conformal_spec(
+            fedavg_job="f1",
+            fedavg_spec=_fedavg(),
+            **options,  # type: ignore[arg-type]
+        )
 
 
 def test_calibration_part_is_the_fedavg_validation_split() -> None:

@@ -83,7 +83,11 @@ def test_credential_round_trip(tmp_path: Path) -> None:
 def test_bad_dataset_names_are_refused(name: object) -> None:
     """A name that breaks the naming rule is refused at registration."""
     with pytest.raises(InvalidNameError, match="dataset name"):
-        DatasetRegistry().register(name, frame(), target="label")  # type: ignore[arg-type]
+        DatasetRegistry().register(
+            name,  # type: ignore[arg-type]
+            frame(),
+            target="label",
+        )
 
 
 def test_missing_target_in_a_file_is_refused_at_registration(tmp_path: Path) -> None:

@@ -270,7 +270,8 @@ def stats_spec(
 
 
 def _local_table(context: JobContext) -> pd.DataFrame:
-    columns = [str(c) for c in context.spec.options["columns"]]  # type: ignore[union-attr]
+    names = context.spec.options["columns"]
+    columns = [str(c) for c in names]  # type: ignore[union-attr]
     frame = context.dataset().frame
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -316,7 +317,10 @@ class StatsRunner:
                 hint="submit the job again with a larger min_members",
             )
         table = _local_table(context)
-        min_rows = max(MIN_ROWS, int(self.spec.options["min_rows"]))  # type: ignore[arg-type]
+        min_rows = max(
+            MIN_ROWS,
+            int(self.spec.options["min_rows"]),  # type: ignore[arg-type]
+        )
         max_rows = int(self.spec.options["max_rows"])  # type: ignore[arg-type]
         rows = len(table)
         if rows < min_rows:

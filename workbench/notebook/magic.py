@@ -118,7 +118,9 @@ class _Parser(argparse.ArgumentParser):
             hint=f"usage: {self.format_usage().strip().removeprefix('usage: ')}",
         )
 
-    def exit(self, status: int = 0, message: str | None = None) -> Any:  # type: ignore[override]
+    def exit(  # type: ignore[override]
+        self, status: int = 0, message: str | None = None
+    ) -> Any:
         # Reached only after --help printed its text; stop without leaving IPython.
         raise _HelpShown
 
