@@ -111,6 +111,28 @@ class QueryReport:
     failures: dict[str, str] = field(default_factory=dict)
     abstentions: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any], what: str) -> QueryReport:
+        """The report of a one-round job from its status, logging each failure.
+
+        Parameters
+        ----------
+        status : mapping
+            ``Job.status()`` of the finished job.
+        what : str
+            What the job did, for the log line ("query", "calibration").
+        """
+        report = cls()
+        rounds = status.get("rounds") or []
+        if rounds:
+            report.answered = list(rounds[0]["updates"])
+        for member in status["members"]:
+            if member["role"] == "participant" and member["state"] != "active":
+                report.failures[member["name"]] = str(member["reason"])
+        for name, reason in report.failures.items():
+            logger.warning("member %s failed during the %s: %s", name, what, reason)
+        return report
+
 
 class _Federated:
     """Shared machinery: member bookkeeping, keys, the encrypted round trip."""
@@ -333,6 +355,26 @@ class FederatedConformalClassifier(_Federated):
         return evaluate_sets(sets, columns, self.classes_)
 
 
+def warn_open_intervals(intervals: NDArray[np.float64], candidates: ArrayLike) -> None:
+    """Warn with a ConformalWarning when intervals reach the grid's edge.
+
+    Parameters
+    ----------
+    intervals : ndarray of shape (n_objects, 2)
+        Output of :func:`intervals_from_grid`.
+    candidates : array-like
+        The grid the intervals were read from.
+    """
+    if np.isinf(intervals).any():
+        grid = np.asarray(candidates)
+        warnings.warn(
+            f"{int(np.isinf(intervals).any(axis=1).sum())} intervals reach the "
+            f"edge of the grid [{grid[0]}, {grid[-1]}] and are open there",
+            ConformalWarning,
+            stacklevel=3,
+        )
+
+
 def intervals_from_grid(
     p_values: NDArray[np.float64],
     candidates: NDArray[np.float64],
@@ -446,14 +488,7 @@ class FederatedConformalRegressor(_Federated):
         level = check_confidence(confidence)
         p_values = self.predict_p(X, confidence=level)
         intervals = intervals_from_grid(p_values, self.candidates, level)
-        if np.isinf(intervals).any():
-            warnings.warn(
-                f"{int(np.isinf(intervals).any(axis=1).sum())} intervals reach the "
-                f"edge of the grid [{self.candidates[0]}, {self.candidates[-1]}] and "
-                f"are open there",
-                ConformalWarning,
-                stacklevel=2,
-            )
+        warn_open_intervals(intervals, self.candidates)
         return intervals
 
     def evaluate(

@@ -12,8 +12,7 @@ sealed to this member).
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,6 @@ from workbench.jobs._conformal_combine import (
     combine_p_values,
 )
 from workbench.jobs._conformal_core import (
-    ConformalWarning,
     _as_2d,
     _as_labels,
     check_confidence,
@@ -38,7 +36,11 @@ from workbench.jobs._conformal_core import (
     evaluate_sets,
     p_value_threshold,
 )
-from workbench.jobs._conformal_federated import QueryReport, intervals_from_grid
+from workbench.jobs._conformal_federated import (
+    QueryReport,
+    intervals_from_grid,
+    warn_open_intervals,
+)
 from workbench.jobs._conformal_job import (
     P_VALUES_BLOB,
     QUERY_BLOB,
@@ -236,7 +238,7 @@ class ConformalQuerier:
         try:
             job.wait(timeout=timeout)
         except JobFailedError as exc:
-            self.last_report_ = self._report(job.status())
+            self.last_report_ = QueryReport.from_status(job.status(), "query")
             failures = "; ".join(
                 f"{name}: {reason}"
                 for name, reason in self.last_report_.failures.items()
@@ -247,7 +249,7 @@ class ConformalQuerier:
                 hint="fix what the members report, or query with fewer "
                 "min_members; querier.last_report_ lists each member",
             ) from exc
-        report = self._report(job.status())
+        report = QueryReport.from_status(job.status(), "query")
         shape = (X_query.shape[0], self._n_columns())
         if self.rule in ENCRYPTED_RULES:
             decrypted = job.aggregate(1)[REPLY_VECTOR]
@@ -288,14 +290,7 @@ class ConformalQuerier:
         intervals = intervals_from_grid(
             self.predict_p(X, confidence=level), self.candidates, level
         )
-        if np.isinf(intervals).any():
-            warnings.warn(
-                f"{int(np.isinf(intervals).any(axis=1).sum())} intervals reach the "
-                f"edge of the grid [{self.candidates[0]}, {self.candidates[-1]}] and "
-                f"are open there",
-                ConformalWarning,
-                stacklevel=2,
-            )
+        warn_open_intervals(intervals, self.candidates)
         return intervals
 
     def evaluate(
@@ -367,18 +362,6 @@ class ConformalQuerier:
                 hint="use predict_set() for classification, predict_int() for "
                 "regression",
             )
-
-    def _report(self, status: Mapping[str, Any]) -> QueryReport:
-        report = QueryReport()
-        rounds = status.get("rounds") or []
-        if rounds:
-            report.answered = list(rounds[0]["updates"])
-        for member in status["members"]:
-            if member["role"] == "participant" and member["state"] != "active":
-                report.failures[member["name"]] = str(member["reason"])
-        for name, reason in report.failures.items():
-            logger.warning("member %s failed during the query: %s", name, reason)
-        return report
 
     def _median(
         self, job: Any, report: QueryReport, shape: tuple[int, int]

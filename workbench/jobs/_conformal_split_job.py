@@ -318,14 +318,14 @@ def calibrate_shared_model(
     try:
         job.wait(timeout=timeout or spec.round_deadline + 60.0)
     except JobFailedError as exc:
-        report = _report(job.status())
+        report = QueryReport.from_status(job.status(), "calibration")
         failures = "; ".join(f"{n}: {r}" for n, r in report.failures.items())
         raise JobFailedError(
             f"split conformal calibration {job.id} failed: {exc.message}"
             + (f"; member failures: {failures}" if failures else ""),
             hint="fix what the members report, or calibrate with fewer min_members",
         ) from exc
-    report = _report(job.status())
+    report = QueryReport.from_status(job.status(), "calibration")
     decrypted = job.aggregate(1)[HISTOGRAM_VECTOR]
     counts = histogram_from_sum(decrypted)
     if int(counts.sum()) != int(decrypted.weight or 0) or counts.min() < 0:
@@ -348,16 +348,3 @@ def calibrate_shared_model(
         predictor.calibration_size_,
     )
     return predictor
-
-
-def _report(status: dict[str, Any]) -> QueryReport:
-    report = QueryReport()
-    rounds = status.get("rounds") or []
-    if rounds:
-        report.answered = list(rounds[0]["updates"])
-    for member in status["members"]:
-        if member["role"] == "participant" and member["state"] != "active":
-            report.failures[member["name"]] = str(member["reason"])
-    for name, reason in report.failures.items():
-        logger.warning("member %s failed during the calibration: %s", name, reason)
-    return report
